@@ -1,0 +1,36 @@
+# Every target bootstraps .venv itself: a fresh clone needs only Python 3.11 and make.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-stress bench bench-smoke lint clean
+
+# Reinstall when pyproject.toml changes (the stamp is older than it).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/coco serve --home projects
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-stress: $(STAMP)
+	CORE4_STRESS=1 $(BIN)/python -m pytest -q -m stress
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench --smoke
+
+lint: $(STAMP)
+	$(BIN)/python -m pip install -q ruff
+	$(BIN)/ruff check core4_resources core4_pipelines tests bench projects
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,21 @@
+"""Errors of the resources layer: each message says what, where, and what to do."""
+
+
+class Core4Error(Exception):
+    """Base of every error this framework raises on purpose."""
+
+
+class ConfigError(Core4Error):
+    """A configuration value is missing, unknown, mistyped or invalid."""
+
+
+class FolderError(Core4Error):
+    """A folder operation was refused or failed (bad path, conflict, I/O)."""
+
+
+class MongoError(Core4Error):
+    """MongoDB is unreachable or refused an operation."""
+
+
+class EmbeddedMongoError(MongoError):
+    """The embedded MongoDB server could not be started or stopped."""

@@ -1,0 +1,47 @@
+"""Shared fixtures: hermetic configuration and one real embedded MongoDB per session."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_config(monkeypatch, tmp_path_factory):
+    """No test reads the developer's ~/.core4 or /etc/core4, or inherits CORE4_OPTION_* vars."""
+    for name in list(os.environ):
+        if name.startswith("CORE4_OPTION_"):
+            monkeypatch.delenv(name)
+    empty = tmp_path_factory.mktemp("local-config") / "local.yaml"
+    empty.write_text("")
+    monkeypatch.setenv("CORE4_CONFIG", str(empty))
+    return empty
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory):
+    """The real embedded MongoDB-wire server, over TCP on 127.0.0.1, stopped at the end."""
+    from core4_resources.embedded import EmbeddedMongo
+
+    with EmbeddedMongo(tmp_path_factory.mktemp("mongo-data")) as server:
+        yield server
+
+
+@pytest.fixture
+def mongo_url(mongo_server) -> str:
+    return mongo_server.url
+
+
+@pytest.fixture
+def mongo(mongo_server):
+    """A MongoResource on a fresh database, dropped afterwards."""
+    from core4_resources.mongo import MongoResource
+
+    resource = MongoResource(mongo_url=mongo_server.url, database=f"test_{uuid.uuid4().hex[:12]}")
+    yield resource
+    try:
+        resource.client().drop_database(resource.database)
+    except Exception:  # the server may already be gone in a test that stops it
+        pass
