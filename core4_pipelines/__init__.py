@@ -1,0 +1,22 @@
+"""Dagster definitions for core4-style projects: sensors, jobs, projects as code locations."""
+
+from core4_pipelines.jobs import ImportBatchConfig, download_to_proc, import_job, import_run_config
+from core4_pipelines.project import project_definitions, project_resources, project_settings
+from core4_pipelines.readers import read_csv
+from core4_pipelines.sensors import proc_folder_sensor
+from core4_resources.folders import FolderResource
+from core4_resources.mongo import MongoResource
+
+__all__ = [
+    "FolderResource",
+    "ImportBatchConfig",
+    "MongoResource",
+    "download_to_proc",
+    "import_job",
+    "import_run_config",
+    "proc_folder_sensor",
+    "project_definitions",
+    "project_resources",
+    "project_settings",
+    "read_csv",
+]

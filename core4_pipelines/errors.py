@@ -13,3 +13,11 @@ class ProjectError(PipelineError):
 
 class JobSettingsError(PipelineError):
     """A job's core4 properties are invalid."""
+
+
+class RecordError(PipelineError):
+    """A file's content cannot be read into records (bad row, encoding, shape)."""
+
+
+class ImportBatchError(PipelineError):
+    """Some files of an import batch went to the error folder."""

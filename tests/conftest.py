@@ -45,3 +45,20 @@ def mongo(mongo_server):
         resource.client().drop_database(resource.database)
     except Exception:  # the server may already be gone in a test that stops it
         pass
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """A FolderResource for project "demo" with every folder under tmp_path/root."""
+    from core4_resources.folders import FolderResource
+
+    root = tmp_path / "root"
+    return FolderResource(
+        project="demo",
+        root=str(root),
+        transfer=str(root / "transfer"),
+        proc=str(root / "proc"),
+        archive=str(root / "archive"),
+        temp=str(root / "temp"),
+        error=str(root / "error"),
+    )

@@ -1,0 +1,186 @@
+"""Claiming files in a proc folder into hidden batch folders.
+
+A claim is a rename: atomic on one filesystem, so two claimers (two sensors,
+or a sensor and a person moving files by hand) can never take the same file.
+The batch folder is filled under a hidden staging name and renamed to its
+final name only when complete, so a batch is never seen half-filled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Pattern
+
+from core4_resources.folders import is_hidden, rename_noreplace
+
+BATCH_DIR = ".batch"
+STAGING_SUFFIX = ".claiming"
+# A staging folder this old belongs to a claimer that died; it is released as a batch.
+STALE_STAGING_SECONDS = 600.0
+_BATCH_ID = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{8}$")
+
+
+@dataclass
+class ScanResult:
+    """What one scan of a proc folder found."""
+
+    ready: list[str] = field(default_factory=list)  # names, oldest first
+    too_young: int = 0
+    not_matching: int = 0
+    not_regular: int = 0
+    hidden: int = 0
+
+
+@dataclass
+class Batch:
+    batch_id: str
+    path: str
+    files: list[str]
+
+
+def new_batch_id(now: float | None = None) -> str:
+    stamp = datetime.fromtimestamp(now if now is not None else time.time(), tz=timezone.utc)
+    return f"{stamp:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def is_batch_id(value: str) -> bool:
+    return bool(_BATCH_ID.match(value))
+
+
+def batch_root(proc_folder: str) -> str:
+    return os.path.join(proc_folder, BATCH_DIR)
+
+
+def batch_path(proc_folder: str, batch_id: str) -> str:
+    if not is_batch_id(batch_id):
+        raise ValueError(f"not a batch id: {batch_id!r} (expected e.g. 20240131T120000-0123abcd)")
+    return os.path.join(batch_root(proc_folder), batch_id)
+
+
+def scan_ready(
+    proc_folder: str,
+    pattern: str | Pattern[str] | None,
+    min_age_seconds: float,
+    now: float | None = None,
+) -> ScanResult:
+    """One ``os.scandir`` of the folder: regular, visible, matching files old enough to read.
+
+    Symlinks are never followed (``follow_symlinks=False``), so a link to a file
+    outside the folder is not a regular file here and is left alone.
+    """
+    regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+    now = time.time() if now is None else now
+    result = ScanResult()
+    dated: list[tuple[float, str]] = []
+    try:
+        entries = os.scandir(proc_folder)
+    except FileNotFoundError:
+        return result
+    with entries:
+        for entry in entries:
+            name = entry.name
+            if is_hidden(name):
+                result.hidden += 1
+                continue
+            if regex is not None and not regex.match(name):
+                result.not_matching += 1
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    result.not_regular += 1
+                    continue
+                mtime = entry.stat(follow_symlinks=False).st_mtime
+            except FileNotFoundError:  # gone between listing and stat: someone else took it
+                continue
+            if now - mtime < min_age_seconds:
+                result.too_young += 1
+                continue
+            dated.append((mtime, name))
+    dated.sort()
+    result.ready = [name for _, name in dated]
+    return result
+
+
+def claim_batches(
+    proc_folder: str, names: list[str], batch_size: int, max_batches: int
+) -> list[Batch]:
+    """Rename up to ``batch_size * max_batches`` of ``names`` into new batch folders."""
+    batches: list[Batch] = []
+    if not names:
+        return batches
+    root = batch_root(proc_folder)
+    os.makedirs(root, mode=0o750, exist_ok=True)
+    position = 0
+    while position < len(names) and len(batches) < max_batches:
+        batch_id = new_batch_id()
+        staging = os.path.join(root, f".{batch_id}{STAGING_SUFFIX}")
+        os.mkdir(staging, 0o750)
+        claimed: list[str] = []
+        while position < len(names) and len(claimed) < batch_size:
+            name = names[position]
+            position += 1
+            try:
+                rename_noreplace(os.path.join(proc_folder, name), os.path.join(staging, name))
+            except FileNotFoundError:  # claimed by someone else since the scan
+                continue
+            claimed.append(name)
+        if not claimed:
+            os.rmdir(staging)
+            continue
+        final = os.path.join(root, batch_id)
+        os.rename(staging, final)
+        batches.append(Batch(batch_id, final, claimed))
+    return batches
+
+
+def pending_batches(proc_folder: str, now: float | None = None) -> list[Batch]:
+    """Batch folders that still hold files: claimed, and not (yet) imported.
+
+    Staging folders left by a claimer that died are released as batches once
+    they are older than ``STALE_STAGING_SECONDS``.
+    """
+    root = batch_root(proc_folder)
+    now = time.time() if now is None else now
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    batches = []
+    for name in names:
+        path = os.path.join(root, name)
+        if name.startswith(".") and name.endswith(STAGING_SUFFIX):
+            batch_id = name[1 : -len(STAGING_SUFFIX)]
+            try:
+                stale = now - os.stat(path).st_mtime > STALE_STAGING_SECONDS
+            except FileNotFoundError:
+                continue
+            if not (stale and is_batch_id(batch_id)):
+                continue
+            final = os.path.join(root, batch_id)
+            try:
+                rename_noreplace(path, final)
+            except (FileNotFoundError, FileExistsError):
+                continue
+            path, name = final, batch_id
+        if not is_batch_id(name) or not os.path.isdir(path):
+            continue
+        files = batch_files(path)
+        if files:
+            batches.append(Batch(name, path, files))
+    return batches
+
+
+def batch_files(path: str) -> list[str]:
+    """The visible regular files of a batch folder, sorted by name."""
+    try:
+        with os.scandir(path) as entries:
+            return sorted(
+                e.name for e in entries if not is_hidden(e.name) and e.is_file(follow_symlinks=False)
+            )
+    except FileNotFoundError:
+        return []

@@ -1,0 +1,195 @@
+"""`coco`: the command line of core4 pipelines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from core4_resources.errors import Core4Error
+
+HOME_ENV = "CORE4_OPTION_folder__home"
+ROOT_ENV = "CORE4_OPTION_folder__root"
+
+
+def _settings(project: str | None = None):
+    from core4_resources.config import load_config
+
+    return load_config(project)
+
+
+def _home(settings) -> str:
+    from core4_pipelines.errors import PipelineError
+
+    if not settings.folder.home:
+        raise PipelineError("folder.home is not set: pass --home DIR or set folder.home in your config")
+    return settings.folder.home
+
+
+def cmd_config(args) -> int:
+    settings = _settings(args.project)
+    flat = settings.flat(masked=True)
+    width = max(len(key) for key in flat)
+    for key in sorted(flat):
+        value = json.dumps(flat[key]) if not isinstance(flat[key], str) else flat[key]
+        print(f"{key:<{width}}  {value}    # {settings.sources.get(key, '?')}")
+    return 0
+
+
+def cmd_folders(args) -> int:
+    from core4_resources.folders import FolderResource
+
+    settings = _settings(args.project)
+    folders = FolderResource.from_settings(settings, args.project or "PROJECT")
+    rows = {
+        "transfer": folders.transfer_folder(),
+        "proc": folders.proc_folder(),
+        "archive": folders.archive_folder(),
+        "error": folders.error_folder(),
+        "temp": settings.folder.temp,
+        "home": settings.folder.home or "(unset)",
+    }
+    for name, path in rows.items():
+        print(f"{name:<9} {path}")
+    return 0
+
+
+def _project_rows(settings, only: str | None = None):
+    from core4_pipelines.inspect_project import inspect_in_subprocess
+    from core4_pipelines.project import discover_projects
+
+    projects, skipped = discover_projects(_home(settings))
+    if only:
+        projects = [p for p in projects if p.name == only]
+        if not projects:
+            raise Core4Error(f"no project {only!r} in {settings.folder.home}")
+    for project in projects:
+        python = project.venv_python or sys.executable
+        yield project, inspect_in_subprocess(python, project.folder, project.name)
+    for reason in skipped if not only else ():
+        print(f"skipped: {reason}")
+
+
+def cmd_projects(args) -> int:
+    settings = _settings()
+    failed = 0
+    for project, info in _project_rows(settings):
+        venv = ".venv" if project.venv_python else "-"
+        state = "loads" if info["ok"] else f"ERROR {info['error']}"
+        failed += 0 if info["ok"] else 1
+        print(f"{project.name:<20} {project.version or '?':<10} {venv:<6} {state}")
+        for problem in project.problems:
+            print(f"  warning: {problem}")
+    return 1 if failed else 0
+
+
+def cmd_jobs(args) -> int:
+    settings = _settings()
+    failed = 0
+    for project, info in _project_rows(settings, args.project):
+        print(project.name)
+        if not info["ok"]:
+            failed += 1
+            print(f"  ERROR {info['error']}")
+            continue
+        for kind in ("jobs", "sensors", "schedules"):
+            for item in info[kind]:
+                print(f"  {kind[:-1]:<9} {item}")
+    return 1 if failed else 0
+
+
+def cmd_workspace(args) -> int:
+    from core4_pipelines.workspace import write_workspace
+
+    settings = _settings()
+    projects, skipped = write_workspace(_home(settings), args.output, relative=args.relative)
+    for reason in skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
+    print(f"wrote {args.output}: {len(projects)} code locations ({', '.join(p.name for p in projects)})")
+    return 0
+
+
+def cmd_init(args) -> int:
+    from core4_pipelines.scaffold import init_project
+
+    home = args.home_dir or _home(_settings())
+    folder = init_project(args.name, home, venv=args.venv)
+    print(f"created {folder}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from core4_pipelines.serve import serve
+
+    settings = _settings()
+    return serve(settings, args.host or settings.dagster.host, args.port or settings.dagster.port)
+
+
+def cmd_demo(args) -> int:
+    from core4_pipelines.serve import run_demo
+
+    summary = run_demo(_settings())
+    print(f"imported {summary['files']} files, {summary['records']} records into "
+          f"{summary['database']}.readings on {summary['mongo']}")
+    for path in summary["archives"]:
+        print(f"  archived {path}")
+    if summary["proc_left"]:
+        print(f"{summary['proc_left']} files left in proc", file=sys.stderr)
+        return 1
+    return 0 if summary["files"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coco", description="core4 pipelines on Dagster")
+    parser.add_argument("--home", help="folder.home: the projects' folder (sets CORE4_OPTION_folder__home)")
+    parser.add_argument("--root", help="folder.root (sets CORE4_OPTION_folder__root)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("config", help="print the effective settings and where each came from")
+    p.add_argument("--project", help="include this project's yaml and section")
+    p.set_defaults(run=cmd_config)
+    p = sub.add_parser("folders", help="print the resolved folders")
+    p.add_argument("project", nargs="?")
+    p.set_defaults(run=cmd_folders)
+    p = sub.add_parser("projects", help="list the projects in folder.home: version, venv, loads or the error")
+    p.set_defaults(run=cmd_projects)
+    p = sub.add_parser("jobs", help="list each project's jobs, sensors and schedules")
+    p.add_argument("project", nargs="?")
+    p.set_defaults(run=cmd_jobs)
+    p = sub.add_parser("workspace", help="write workspace.yaml: one code location per project")
+    p.add_argument("-o", "--output", default="workspace.yaml")
+    p.add_argument("--relative", action="store_true", help="write paths relative to the workspace file")
+    p.set_defaults(run=cmd_workspace)
+    p = sub.add_parser("init", help="create a new project")
+    p.add_argument("name")
+    p.add_argument("--home", dest="home_dir", help="where to create it (default: folder.home)")
+    p.add_argument("--venv", action="store_true", help="also create .venv with the framework and the project")
+    p.set_defaults(run=cmd_init)
+    p = sub.add_parser("serve", help="the Dagster UI and daemon over all projects (embedded MongoDB if no mongo_url)")
+    p.add_argument("--host", help="bind address (default dagster.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default dagster.port)")
+    p.set_defaults(run=cmd_serve)
+    p = sub.add_parser("demo", help="download, claim, import and archive the demo's samples once, headless")
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Exported, so code locations and run workers started from here see the same folders.
+    if args.home:
+        os.environ[HOME_ENV] = os.path.abspath(args.home)
+    if args.root:
+        os.environ[ROOT_ENV] = os.path.abspath(args.root)
+    try:
+        return args.run(args)
+    except Core4Error as exc:
+        print(f"coco {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

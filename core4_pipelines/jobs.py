@@ -1,0 +1,256 @@
+"""Import and download building blocks.
+
+The unit of import work is a batch: a hidden folder of claimed files (see
+``claims.py``). One run imports a batch; each file's records are written
+with deterministic ``_id``s, so a retry or a re-execution never duplicates a
+document, and the file is archived only once its records are written.
+"""
+
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Iterable, Mapping
+
+import dagster as dg
+from pydantic import Field
+
+from core4_pipelines.claims import batch_files, batch_path, is_batch_id
+from core4_pipelines.errors import ImportBatchError, RecordError
+from core4_resources.errors import MongoError
+from core4_resources.folders import FolderResource, safe_move
+from core4_resources.mongo import MongoResource
+
+Reader = Callable[[str], Iterable[Mapping[str, Any]]]
+
+IMPORT_OP_METADATA = "core4/import_op"
+COLLECTION_METADATA = "core4/collection"
+BATCH_TAG = "core4/batch"
+
+
+class ImportBatchConfig(dg.Config):
+    """Run configuration of an import run: which claimed batch to import."""
+
+    batch_id: str = Field(description="The batch folder under <proc>/<project>/.batch/ to import")
+    base: str | None = Field(
+        default=None, description="Proc sub folder in place of the project's own (core4's base)"
+    )
+
+
+@dataclass
+class FileOutcome:
+    name: str
+    bytes: int
+    records: int = 0
+    duplicates: int = 0
+    archive: str | None = None
+    error: str | None = None
+
+
+def record_id(batch_id: str, name: str, position: int) -> str:
+    """The deterministic ``_id`` of a file's record: the same on every retry of the batch."""
+    return f"{batch_id}/{name}#{position}"
+
+
+def _records_with_ids(read: Reader, path: str, batch_id: str, name: str):
+    for position, record in enumerate(read(path)):
+        if not isinstance(record, Mapping):
+            raise RecordError(
+                f"{path}: record {position} is a {type(record).__name__}, expected a mapping"
+            )
+        document = dict(record)
+        document.setdefault("_id", record_id(batch_id, name, position))
+        yield document
+
+
+def _remove_partial(mongo: MongoResource, collection: str, batch_id: str, name: str, run_id: str):
+    """Delete what a failed read of one file had already written."""
+    prefix = re.escape(f"{batch_id}/{name}#")
+    mongo.collection(collection).delete_many(
+        {"$or": [{"_id": {"$regex": f"^{prefix}"}}, {"_src": name, "_job_id": run_id}]}
+    )
+
+
+def import_one_file(
+    path: str,
+    *,
+    read: Reader,
+    collection: str,
+    folders: FolderResource,
+    mongo: MongoResource,
+    batch_id: str,
+    run_id: str,
+    base: str | None = None,
+) -> FileOutcome:
+    """Write one file's records, then archive it; a bad file goes to the error folder.
+
+    A MongoDB failure is raised (the file stays claimed, to be imported on retry);
+    a content failure is recorded in the outcome and the file moved to error.
+    """
+    name = os.path.basename(path)
+    outcome = FileOutcome(name=name, bytes=os.path.getsize(path))
+    try:
+        result = mongo.insert_stamped(
+            collection,
+            _records_with_ids(read, path, batch_id, name),
+            source=path,
+            job_id=run_id,
+            on_duplicate="ignore",
+        )
+    except MongoError:
+        raise
+    except Exception as exc:  # the project's reader failed on this file's content
+        reason = str(exc) if isinstance(exc, RecordError) else f"{type(exc).__name__}: {exc}"
+        _remove_partial(mongo, collection, batch_id, name, run_id)
+        outcome.error = reason
+        outcome.archive = folders.move_error(path, reason, base=base)
+        return outcome
+    outcome.records = result.inserted + result.duplicates
+    outcome.duplicates = result.duplicates
+    outcome.archive = folders.move_archive(path, base=base)
+    return outcome
+
+
+def _file_event(project: str, collection: str, run_id: str, batch_id: str, o: FileOutcome):
+    return dg.AssetMaterialization(
+        asset_key=dg.AssetKey([project, collection]),
+        description=f"imported {o.name}",
+        metadata={
+            "source": o.name,
+            "records": o.records,
+            "duplicates_skipped": o.duplicates,
+            "bytes": o.bytes,
+            "archive": dg.MetadataValue.path(o.archive or ""),
+            "batch": batch_id,
+            "run_id": run_id,
+        },
+        tags={BATCH_TAG: batch_id},
+    )
+
+
+def import_job(
+    name: str,
+    *,
+    read: Reader,
+    collection: str,
+    description: str | None = None,
+    retry_policy: dg.RetryPolicy | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> dg.JobDefinition:
+    """A job that imports one claimed batch: ``read(path)`` yields each file's records.
+
+    The proc-folder sensor starts it with ``ImportBatchConfig`` naming the batch.
+    Files that cannot be read go to the error folder with the reason; the others
+    are imported and archived, and the run then fails listing the bad files
+    (without retrying them: their content will not change).
+    """
+    op_name = f"{name}_batch"
+
+    @dg.op(name=op_name, retry_policy=retry_policy, description=f"Import a batch into {collection}")
+    def import_batch_op(
+        context: dg.OpExecutionContext,
+        config: ImportBatchConfig,
+        folders: FolderResource,
+        mongo: MongoResource,
+    ) -> dict:
+        if not is_batch_id(config.batch_id):
+            raise dg.Failure(f"run config batch_id {config.batch_id!r} is not a batch id", allow_retries=False)
+        folder = batch_path(folders.proc_folder(config.base), config.batch_id)
+        names = batch_files(folder)
+        if not names:
+            context.log.info(f"batch {config.batch_id}: nothing left to import in {folder}")
+        outcomes: list[FileOutcome] = []
+        for file_name in names:
+            outcome = import_one_file(
+                os.path.join(folder, file_name),
+                read=read,
+                collection=collection,
+                folders=folders,
+                mongo=mongo,
+                batch_id=config.batch_id,
+                run_id=context.run_id,
+                base=config.base,
+            )
+            outcomes.append(outcome)
+            if outcome.error is None:
+                context.log_event(
+                    _file_event(folders.project, collection, context.run_id, config.batch_id, outcome)
+                )
+            else:
+                context.log.error(f"{file_name} moved to {outcome.archive}: {outcome.error}")
+        try:
+            os.rmdir(folder)
+        except OSError:  # already gone, or something unexpected is left: keep it visible
+            pass
+        failed = [o for o in outcomes if o.error]
+        summary = {
+            "batch": config.batch_id,
+            "files": len(outcomes),
+            "imported": len(outcomes) - len(failed),
+            "records": sum(o.records for o in outcomes),
+            "errors": len(failed),
+        }
+        if failed:
+            listing = "\n".join(f"- {o.name} -> {o.archive}: {o.error}" for o in failed)
+            raise dg.Failure(
+                description=f"{len(failed)} of {len(outcomes)} files could not be imported and "
+                f"were moved to the error folder:\n{listing}",
+                metadata={**summary, "failed_files": [o.name for o in failed]},
+                allow_retries=False,
+            )
+        context.add_output_metadata(summary)
+        return summary
+
+    @dg.job(
+        name=name,
+        description=description or f"Import claimed files into the {collection} collection",
+        executor_def=dg.in_process_executor,
+        metadata={IMPORT_OP_METADATA: op_name, COLLECTION_METADATA: collection},
+        tags=dict(tags or {}),
+    )
+    def import_files_job():
+        import_batch_op()
+
+    return import_files_job
+
+
+def import_run_config(job: dg.JobDefinition, batch_id: str, base: str | None = None) -> dict:
+    """The run config that makes ``job`` (built by :func:`import_job`) import ``batch_id``."""
+    op_name = job.metadata.get(IMPORT_OP_METADATA)
+    if op_name is None:
+        raise ImportBatchError(f"job {job.name!r} was not built by import_job(); it cannot import batches")
+    op_name = getattr(op_name, "value", op_name)
+    config: dict[str, Any] = {"batch_id": batch_id}
+    if base is not None:
+        config["base"] = base
+    return {"ops": {op_name: {"config": config}}}
+
+
+def download_to_proc(
+    folders: FolderResource,
+    filename: str,
+    write: Callable[[BinaryIO], None],
+    *,
+    base: str | None = None,
+    on_conflict: str = "rename",
+) -> str:
+    """Download through transfer into proc: ``write(handle)`` fills the file.
+
+    The bytes land under a hidden name in transfer, become visible there only
+    when complete, and then move into proc (``move_proc``) where the sensor
+    will claim them. Returns the path in proc.
+    """
+    target = folders.make_transfer(filename, base=base)
+    folder, final_name = os.path.split(target)
+    partial = os.path.join(folder, f".{final_name}.{os.getpid()}.download.part")
+    try:
+        with open(partial, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        in_transfer = safe_move(partial, folder, name=final_name, on_conflict=on_conflict)
+    except BaseException:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
+    return folders.move_proc(in_transfer, base=base, on_conflict=on_conflict)

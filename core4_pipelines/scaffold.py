@@ -1,0 +1,118 @@
+"""`coco init NAME`: a new project that loads as a code location without edits."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from core4_pipelines.errors import ProjectError
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _files(name: str) -> dict[str, str]:
+    return {
+        "README.md": f"""# {name}
+
+A core4 pipelines project. Put files matching `.*\\.csv` into its proc
+folder (`coco folders {name}`) and the sensor imports them into the
+`{name}` database, collection `records`.
+
+    source enter_env        # activates .venv, when the project has one
+    pytest tests            # the project's tests
+""",
+        "pyproject.toml": f"""[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{name}"
+version = "0.1.0"
+dependencies = ["core4-pipelines"]
+
+[tool.setuptools.packages.find]
+include = ["{name}*"]
+
+[tool.setuptools.package-data]
+{name} = ["*.yaml"]
+""",
+        "enter_env": """# source this file to work inside the project's virtual environment
+_here="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)"
+if [ -f "$_here/.venv/bin/activate" ]; then
+    . "$_here/.venv/bin/activate"
+else
+    echo "no .venv in $_here: create it with 'coco init --venv' or python -m venv .venv" >&2
+fi
+unset _here
+""",
+        f"{name}/__init__.py": f'''"""{name}: a core4 pipelines project."""
+
+__project__ = "core4"
+__version__ = "0.1.0"
+title = "{name}"
+description = ""
+''',
+        f"{name}/{name}.yaml": f"""# {name}'s configuration; nested under `{name}` in the cascade.
+DEFAULT:
+  mongo_database: {name}
+""",
+        f"{name}/definitions.py": f'''"""{name}'s Dagster definitions: CSV files in proc are imported into MongoDB."""
+
+from core4_pipelines import import_job, proc_folder_sensor, project_definitions, read_csv
+
+import_records = import_job("import_records", read=read_csv, collection="records")
+
+defs = project_definitions(
+    "{name}",
+    jobs=[import_records],
+    sensors=[proc_folder_sensor(import_records, pattern=r".*\\.csv$")],
+)
+''',
+        "tests/test_definitions.py": f'''from {name}.definitions import defs
+
+
+def test_import_job_and_sensor_are_defined():
+    assert defs.resolve_job_def("import_records").name == "import_records"
+    assert defs.resolve_sensor_def("import_records_proc_sensor").job_name == "import_records"
+''',
+    }
+
+
+def init_project(name: str, home: str, venv: bool = False, framework_source: str | None = None) -> str:
+    """Create ``<home>/<name>``; refuses to overwrite anything. Returns the project folder."""
+    if not _NAME.match(name):
+        raise ProjectError(f"project name {name!r}: use lower-case letters, digits and _, not starting with a digit")
+    if not os.path.isdir(home):
+        raise ProjectError(f"home {home!r} is not a directory; create it or pass --home")
+    folder = os.path.join(home, name)
+    files = _files(name)
+    existing = [rel for rel in files if os.path.exists(os.path.join(folder, rel))]
+    if existing:
+        raise ProjectError(f"{folder}: refusing to overwrite existing files: {', '.join(existing)}")
+    for rel, text in files.items():
+        path = os.path.join(folder, rel)
+        os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+        with open(path, "x", encoding="utf-8") as handle:
+            handle.write(text)
+    if venv:
+        make_venv(folder, framework_source)
+    return folder
+
+
+def make_venv(folder: str, framework_source: str | None = None) -> str:
+    """``<folder>/.venv`` with this framework and the project installed (editable)."""
+    target = os.path.join(folder, ".venv")
+    subprocess.run([sys.executable, "-m", "venv", target], check=True)
+    python = os.path.join(target, "bin", "python")
+    framework = framework_source or _framework_source()
+    subprocess.run([python, "-m", "pip", "install", "-q", "-e", framework], check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "-e", folder], check=True)
+    return python
+
+
+def _framework_source() -> str:
+    # The checkout this framework runs from, when installed editable; else the published name.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return here if os.path.isfile(os.path.join(here, "pyproject.toml")) else "core4-pipelines"

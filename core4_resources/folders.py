@@ -1,0 +1,373 @@
+"""FolderResource: core4's folder helpers for one project, with strict paths and safe moves.
+
+transfer, proc, archive and error are per project (``<folder>/<project>``, or
+``<folder>/<base>`` when a base is given); temp is global. Every move goes
+through :mod:`core4_resources.moves`, so a file in flight is hidden and an
+existing target is never replaced unless asked for.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import string
+import tempfile
+import uuid
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from core4_resources.errors import ConfigError, FolderError
+from core4_resources.moves import (
+    CONFLICT_POLICIES,
+    COPY_CHUNK,
+    SourceMissingError,
+    fsync_dir,
+    hidden_temp_name,
+    install_file,
+    is_hidden,
+    make_dirs,
+    rename_noreplace,
+    safe_move,
+    write_file_atomic,
+)
+
+if TYPE_CHECKING:
+    from core4_resources.config import Settings
+
+__all__ = [
+    "CONFLICT_POLICIES",
+    "FOLDER_MODE",
+    "FolderResource",
+    "SourceMissingError",
+    "fsync_dir",
+    "hidden_temp_name",
+    "is_hidden",
+    "make_dirs",
+    "rename_noreplace",
+    "safe_move",
+    "write_file_atomic",
+]
+
+FOLDER_MODE = 0o750
+REASON_SUFFIX = ".reason.txt"
+_ID_KEYS = {"_id", "run_id"}
+_TIME_KEYS = {"year", "month", "day", "hour", "minute"}
+PatternLike = str | re.Pattern[str] | None
+
+
+def _checked_inside(argument: str, value, folder: str) -> str:
+    """``folder/value`` when ``value`` is a relative path that stays inside ``folder``."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    where = f"{argument}={value!r}"
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise FolderError(f"{where} is not a usable path; pass a relative path inside {folder}")
+    if os.path.isabs(value):
+        raise FolderError(
+            f"{where} is absolute; pass a path relative to {folder} (e.g. 'name' or 'sub/name')"
+        )
+    if ".." in value.split("/"):
+        raise FolderError(f"{where} contains '..'; pass a path that stays inside {folder}")
+    relative = os.path.normpath(value)
+    if relative == ".":
+        raise FolderError(f"{where} names {folder} itself; pass a name inside it")
+    path = os.path.join(folder, relative)
+    real_folder = os.path.realpath(folder)
+    real_path = os.path.realpath(path)
+    if not real_path.startswith(real_folder.rstrip("/") + "/"):
+        raise FolderError(
+            f"{where} resolves to {real_path}, outside {folder} (through a symbolic link); "
+            "remove the link or pass another path"
+        )
+    return path
+
+
+def _source_path(source) -> str:
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str) or not source.strip() or "\0" in source:
+        raise FolderError(f"source={source!r} is not a usable file path")
+    path = os.path.abspath(source)
+    if os.path.basename(path) in ("", ".", ".."):
+        raise FolderError(f"source={source!r} does not name a file")
+    if not os.path.lexists(path):
+        raise SourceMissingError(f"source={source!r} does not exist ({path}); nothing was moved")
+    return path
+
+
+def _as_utc(moment: datetime) -> datetime:
+    # A naive datetime is taken as UTC, the zone of every stamp.
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def _stamp_fields(stamp: str) -> set[str]:
+    try:
+        parsed = list(string.Formatter().parse(stamp))
+    except ValueError as exc:
+        raise FolderError(f"archive_stamp={stamp!r} is not a valid format string: {exc}") from exc
+    # "{a.b}" and "{a[0]}" use key "a"
+    return {field.split(".")[0].split("[")[0] for _, field, _, _ in parsed if field}
+
+
+class FolderResource(dg.ConfigurableResource):
+    """The folders of one project: list, make and move files the core4 way, safely."""
+
+    project: str
+    root: str
+    transfer: str
+    proc: str
+    archive: str
+    temp: str
+    error: str
+    archive_stamp: str = "{year:04d}/{month:02d}/{day:02d}/{_id}"
+    compress_level: int = 6
+
+    _run_id: str | None = PrivateAttr(default=None)
+    _run_started: datetime | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, project: str | None = None) -> FolderResource:
+        """Bind the configured folders to ``project`` (default: the loaded project)."""
+        if project is None:
+            if settings.project is None:
+                raise ConfigError(
+                    "FolderResource.from_settings: no project given and the configuration has none; "
+                    "pass project= or load the configuration with load_config(<project>)"
+                )
+            project = settings.project.name
+        folder = settings.folder
+        return cls(
+            project=project,
+            root=folder.root,
+            transfer=folder.transfer,
+            proc=folder.proc,
+            archive=folder.archive,
+            temp=folder.temp,
+            error=folder.error,
+            archive_stamp=settings.job.archive_stamp,
+            compress_level=settings.job.compress_level,
+        )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Capture the run id and the run's start time (UTC) for the archive stamp."""
+        run_id = context.run.run_id if context.run is not None else None
+        if not run_id:
+            return
+        started = None
+        if context.instance is not None:
+            record = context.instance.get_run_record_by_id(run_id)
+            if record is not None and record.start_time is not None:
+                started = datetime.fromtimestamp(record.start_time, tz=timezone.utc)
+        self._run_id = run_id
+        self._run_started = started or datetime.now(timezone.utc)
+
+    # -- folders ---------------------------------------------------------------
+
+    def _root(self, kind: str) -> str:
+        value = getattr(self, kind)
+        if not isinstance(value, str) or not os.path.isabs(value):
+            raise FolderError(
+                f"folder {kind}={value!r} is not an absolute path; configure folder.{kind} "
+                "(relative values are joined onto folder.root by the configuration)"
+            )
+        return os.path.normpath(value)
+
+    def _project_folder(self, kind: str, base) -> str:
+        root = self._root(kind)
+        if base is None:
+            if not isinstance(self.project, str) or "/" in self.project:
+                raise FolderError(f"project={self.project!r} is not a plain folder name")
+            return _checked_inside("project", self.project, root)
+        return _checked_inside("base", base, root)
+
+    def transfer_folder(self, base: str | None = None) -> str:
+        return self._project_folder("transfer", base)
+
+    def proc_folder(self, base: str | None = None) -> str:
+        return self._project_folder("proc", base)
+
+    def archive_folder(self, base: str | None = None) -> str:
+        return self._project_folder("archive", base)
+
+    def error_folder(self, base: str | None = None) -> str:
+        return self._project_folder("error", base)
+
+    # -- listings --------------------------------------------------------------
+
+    def _list(self, kind: str, pattern: PatternLike, base: str | None) -> list[str]:
+        folder = self._project_folder(kind, base)
+        if isinstance(pattern, str):
+            try:
+                pattern = re.compile(pattern)
+            except re.error as exc:
+                raise FolderError(f"pattern={pattern!r} is not a valid regular expression: {exc}") from exc
+        try:
+            with os.scandir(folder) as entries:
+                names = [
+                    entry.name
+                    for entry in entries
+                    if not is_hidden(entry.name) and (pattern is None or pattern.match(entry.name))
+                ]
+        except FileNotFoundError:
+            return []
+        except NotADirectoryError:
+            raise FolderError(
+                f"{kind} folder {folder} is a file, not a folder; remove or rename it"
+            ) from None
+        return [os.path.join(folder, name) for name in sorted(names)]
+
+    def list_transfer(self, pattern: PatternLike = None, base: str | None = None) -> list[str]:
+        """Sorted full paths in the transfer folder whose names ``pattern.match``; hidden ones skipped."""
+        return self._list("transfer", pattern, base)
+
+    def list_proc(self, pattern: PatternLike = None, base: str | None = None) -> list[str]:
+        """Sorted full paths in the proc folder whose names ``pattern.match``; hidden ones skipped."""
+        return self._list("proc", pattern, base)
+
+    # -- paths to write --------------------------------------------------------
+
+    def _make(self, folder: str, filename) -> str:
+        path = _checked_inside("filename", filename, folder)
+        make_dirs(os.path.dirname(path), FOLDER_MODE)
+        return path
+
+    def make_transfer(self, filename: str, base: str | None = None) -> str:
+        """Full path for ``filename`` in the transfer folder; parents created, the file not."""
+        return self._make(self.transfer_folder(base), filename)
+
+    def make_proc(self, filename: str, base: str | None = None) -> str:
+        """Full path for ``filename`` in the proc folder; parents created, the file not."""
+        return self._make(self.proc_folder(base), filename)
+
+    def make_temp(self, filename: str | None = None) -> str:
+        """A path in the global temp folder; a fresh unique name when ``filename`` is None."""
+        if filename is None:
+            filename = uuid.uuid4().hex
+        return self._make(self._root("temp"), filename)
+
+    def make_temp_folder(self) -> str:
+        """Create and return a fresh folder inside the global temp folder."""
+        temp = make_dirs(self._root("temp"), FOLDER_MODE)
+        folder = tempfile.mkdtemp(dir=temp)
+        os.chmod(folder, FOLDER_MODE)
+        return folder
+
+    # -- moves -----------------------------------------------------------------
+
+    @staticmethod
+    def _move(source, folder: str, on_conflict: str) -> str:
+        return safe_move(_source_path(source), folder, on_conflict=on_conflict, mode=FOLDER_MODE)
+
+    def move_transfer(self, source: str, base: str | None = None, on_conflict: str = "rename") -> str:
+        """Move ``source`` (basename kept) into the transfer folder; return the final path."""
+        return self._move(source, self.transfer_folder(base), on_conflict)
+
+    def move_proc(self, source: str, base: str | None = None, on_conflict: str = "rename") -> str:
+        """Move ``source`` (basename kept) into the proc folder; return the final path."""
+        return self._move(source, self.proc_folder(base), on_conflict)
+
+    def move_error(
+        self, source: str, reason: str, base: str | None = None, on_conflict: str = "rename"
+    ) -> str:
+        """Move ``source`` into the error folder and write ``reason`` to ``<final name>.reason.txt``."""
+        final = self._move(source, self.error_folder(base), on_conflict)
+        write_file_atomic(final + REASON_SUFFIX, str(reason).encode("utf-8"))
+        return final
+
+    def _stamp(self, run_id: str | None, started: datetime | None) -> str:
+        fields = _stamp_fields(self.archive_stamp)
+        run_id = run_id or self._run_id
+        if started is None:
+            started = self._run_started
+        if started is None and run_id is not None:
+            started = datetime.now(timezone.utc)
+        if (fields & _ID_KEYS and not run_id) or (fields & _TIME_KEYS and started is None):
+            raise FolderError(
+                f"move_archive: archive_stamp={self.archive_stamp!r} needs the run id and start time, "
+                "but this is not a Dagster run; call it from an op that uses this resource, "
+                "or pass run_id= and started="
+            )
+        values = {"_id": run_id, "run_id": run_id}
+        if started is not None:
+            started = _as_utc(started)
+            values.update(
+                year=started.year,
+                month=started.month,
+                day=started.day,
+                hour=started.hour,
+                minute=started.minute,
+            )
+        try:
+            return self.archive_stamp.format(**values)
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise FolderError(
+                f"archive_stamp={self.archive_stamp!r} cannot be formatted ({exc!r}); "
+                f"available keys: {', '.join(sorted(_ID_KEYS | _TIME_KEYS))}"
+            ) from exc
+
+    def move_archive(
+        self,
+        source: str,
+        compress: bool = True,
+        base: str | None = None,
+        *,
+        run_id: str | None = None,
+        started: datetime | None = None,
+        on_conflict: str = "rename",
+    ) -> str:
+        """Move ``source`` to ``<archive>/<project|base>/<stamp>/<name>[.gz]``; return the final path.
+
+        With ``compress`` the file is gzipped into a hidden temp beside its target,
+        fsync'd and renamed; the source is removed only after that.
+        """
+        source = _source_path(source)
+        stamp = self._stamp(run_id, started)
+        folder = self.archive_folder(base)
+        if stamp:
+            folder = _checked_inside("archive_stamp", stamp, folder)
+        if not compress:
+            return safe_move(source, folder, on_conflict=on_conflict, mode=FOLDER_MODE)
+        level = self.compress_level
+        if not isinstance(level, int) or not 0 <= level <= 9:
+            raise FolderError(f"compress_level={level!r} must be an integer from 0 to 9 (job.compress_level)")
+        if on_conflict not in CONFLICT_POLICIES:
+            raise FolderError(
+                f"on_conflict={on_conflict!r} is not one of {', '.join(map(repr, CONFLICT_POLICIES))}"
+            )
+        name = os.path.basename(source) + ".gz"
+        make_dirs(folder, FOLDER_MODE)
+        temp = os.path.join(folder, hidden_temp_name(name))
+        try:
+            with open(source, "rb") as src, open(temp, "xb") as raw:
+                # filename= keeps the hidden temp name out of the gzip header.
+                with gzip.GzipFile(
+                    filename=name,
+                    mode="wb",
+                    fileobj=raw,
+                    compresslevel=level,
+                    mtime=int(os.stat(src.fileno()).st_mtime),
+                ) as packed:
+                    shutil.copyfileobj(src, packed, COPY_CHUNK)
+                raw.flush()
+                os.fsync(raw.fileno())
+            final = install_file(temp, folder, name, on_conflict)
+        except BaseException as exc:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+            if isinstance(exc, OSError):
+                raise FolderError(
+                    f"archiving {source} into {folder} failed ({exc}); the source is unchanged"
+                ) from exc
+            raise
+        fsync_dir(folder)
+        os.unlink(source)
+        return final

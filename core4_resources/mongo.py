@@ -1,0 +1,252 @@
+"""MongoResource: database access and source-stamped writes.
+
+Every error that reaches the user names the server by its masked URL; the password
+never appears in a message.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
+
+import dagster
+import pymongo
+from bson.errors import InvalidDocument
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from core4_resources.config import mask_url
+from core4_resources.errors import MongoError
+
+if TYPE_CHECKING:
+    from core4_resources.config import Settings
+
+NO_URL_MESSAGE = (
+    "no mongo_url configured; set DEFAULT.mongo_url or start the embedded server with coco serve"
+)
+DUPLICATE_KEY = 11000
+# Documents per insert_many: bounds memory for iterables of any length.
+INSERT_CHUNK = 1000
+_SHOWN_IDS = 5
+
+# One client per (process, URL, timeout): pymongo clients are not fork-safe, so a
+# forked process builds its own instead of reusing its parent's sockets.
+_clients: dict[tuple[int, str, int], pymongo.MongoClient] = {}
+_clients_lock = threading.Lock()
+
+
+@dataclass
+class StampedWriteResult:
+    inserted: int
+    duplicates: int
+
+
+class MongoResource(dagster.ConfigurableResource):
+    """MongoDB access for one database; ``mongo_url`` None means not configured."""
+
+    mongo_url: Optional[str] = None
+    database: str
+    server_selection_timeout_ms: int = 3000
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "MongoResource":
+        """The project's url and database when a project is loaded, else the global DEFAULT."""
+        project = settings.project
+        if project is not None:
+            return cls(mongo_url=project.mongo_url or settings.mongo_url,
+                       database=project.mongo_database)
+        return cls(mongo_url=settings.mongo_url, database=settings.mongo_database)
+
+    @property
+    def masked_url(self) -> str:
+        if self.mongo_url is None:
+            return "(no mongo_url configured)"
+        return mask_url(self.mongo_url) or ""
+
+    # -- access ----------------------------------------------------------------
+
+    def client(self) -> pymongo.MongoClient:
+        """The client for this URL in this process (created on first use)."""
+        if self.mongo_url is None:
+            raise MongoError(NO_URL_MESSAGE)
+        pid = os.getpid()
+        key = (pid, self.mongo_url, self.server_selection_timeout_ms)
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                # Clients inherited from a parent process are dropped, not closed:
+                # closing would act on sockets the parent still uses.
+                for stale in [k for k in _clients if k[0] != pid]:
+                    del _clients[stale]
+                try:
+                    client = pymongo.MongoClient(
+                        self.mongo_url,
+                        serverSelectionTimeoutMS=self.server_selection_timeout_ms,
+                        connectTimeoutMS=self.server_selection_timeout_ms,
+                    )
+                except (PyMongoError, ValueError) as exc:
+                    self._raise(f"invalid mongo_url {self.masked_url}", exc)
+                _clients[key] = client
+            return client
+
+    def db(self) -> Database:
+        return self.client()[self.database]
+
+    def collection(self, name: str) -> Collection:
+        return self.db()[name]
+
+    def ping(self) -> None:
+        """Fails fast with MongoError naming the masked URL when the server does not answer."""
+        try:
+            self.client().admin.command("ping")
+        except PyMongoError as exc:
+            self._raise(f"MongoDB at {self.masked_url} does not answer", exc)
+
+    # -- stamped writes --------------------------------------------------------
+
+    def insert_stamped(
+        self,
+        collection: str,
+        documents: Iterable[Mapping[str, Any]],
+        *,
+        source: str,
+        job_id: str,
+        ordered: bool = False,
+        on_duplicate: str = "raise",
+    ) -> StampedWriteResult:
+        """Insert copies of ``documents`` stamped with ``_src`` and ``_job_id``.
+
+        ``_src`` is the basename of ``source``. The documents are sent in chunks of
+        INSERT_CHUNK, so an iterable of any length is streamed. ``on_duplicate``:
+        "raise" -> MongoError naming the duplicate _ids (``ordered`` stops at the first
+        one); "ignore" -> duplicate-key errors are counted, so re-running an import
+        with deterministic _ids is idempotent; then the insert is always unordered,
+        so one duplicate does not hold back the rest.
+
+        Database failures raise MongoError. Bad content raises what it is, with the
+        collection and source in the message: TypeError for a non-mapping document,
+        bson InvalidDocument for a value BSON cannot hold; an exception raised by the
+        ``documents`` iterable itself passes through unchanged.
+        """
+        if on_duplicate not in ("raise", "ignore"):
+            raise MongoError(
+                f"insert_stamped into {collection!r}: on_duplicate must be 'raise' or "
+                f"'ignore', not {on_duplicate!r}"
+            )
+        src = os.path.basename(os.fspath(source)) if source else ""
+        if not src:
+            raise MongoError(
+                f"insert_stamped into {collection!r}: source is empty ({source!r}); "
+                f"pass the file the documents come from"
+            )
+        if not job_id:
+            raise MongoError(
+                f"insert_stamped into {collection!r} from {src}: job_id is empty; "
+                f"pass the id of the run that writes"
+            )
+        target = self.collection(collection)
+        where = f"{self.database}.{collection}"
+        unordered = on_duplicate == "ignore" or not ordered
+        inserted = duplicates = 0
+        for chunk in _stamped_chunks(documents, src, job_id, where):
+            try:
+                inserted += len(target.insert_many(chunk, ordered=not unordered).inserted_ids)
+            except BulkWriteError as exc:
+                details = exc.details or {}
+                inserted += details.get("nInserted", 0)
+                dups, others = _split_write_errors(details)
+                if others or details.get("writeConcernErrors"):
+                    first = others[0] if others else details["writeConcernErrors"][0]
+                    raise MongoError(
+                        f"insert into {where} from {src} failed at _id "
+                        f"{first.get('op', {}).get('_id')!r}: {first.get('errmsg')} "
+                        f"(code {first.get('code')}); {len(others)} such error(s) in this "
+                        f"chunk, {inserted} document(s) inserted so far"
+                    ) from None
+                if on_duplicate == "raise":
+                    ids = [error.get("op", {}).get("_id") for error in dups]
+                    shown = ", ".join(repr(i) for i in ids[:_SHOWN_IDS])
+                    more = f" and {len(ids) - _SHOWN_IDS} more" if len(ids) > _SHOWN_IDS else ""
+                    raise MongoError(
+                        f"insert into {where} from {src}: duplicate key for _id {shown}{more} "
+                        f"({dups[0].get('errmsg')}); {inserted} document(s) inserted so far; "
+                        f"use on_duplicate='ignore' to skip documents that exist already"
+                    ) from None
+                duplicates += len(dups)
+            except InvalidDocument as exc:
+                # bad content, not a database failure: keeps its type, gains the context
+                raise type(exc)(
+                    f"insert into {where} from {src}: a document cannot be stored as BSON: {exc}"
+                ) from exc
+            except PyMongoError as exc:
+                self._raise(
+                    f"insert into {where} from {src} at {self.masked_url} failed after "
+                    f"{inserted} document(s)", exc,
+                )
+        return StampedWriteResult(inserted=inserted, duplicates=duplicates)
+
+    # -- errors ----------------------------------------------------------------
+
+    def _raise(self, what: str, exc: BaseException) -> NoReturn:
+        """MongoError with pymongo's reason; the password is scrubbed, also from the chain."""
+        reason = _scrub(str(exc), self.mongo_url)
+        error = MongoError(f"{what}: {type(exc).__name__}: {reason}")
+        if reason != str(exc):  # the original text held the password: do not chain it
+            raise error from None
+        raise error from exc
+
+
+def _stamped_chunks(
+    documents: Iterable[Mapping[str, Any]], src: str, job_id: str, where: str
+) -> Iterator[list[dict[str, Any]]]:
+    """Stamped shallow copies in lists of INSERT_CHUNK; the caller's dicts stay untouched."""
+    position = itertools.count()
+    iterator = iter(documents)
+    while True:
+        chunk = []
+        for document in itertools.islice(iterator, INSERT_CHUNK):
+            index = next(position)
+            if not isinstance(document, Mapping):
+                raise TypeError(
+                    f"insert into {where} from {src}: document #{index} is a "
+                    f"{type(document).__name__}, expected a dict"
+                )
+            chunk.append({**document, "_src": src, "_job_id": job_id})
+        if not chunk:
+            return
+        yield chunk
+
+
+def _split_write_errors(details: Mapping[str, Any]) -> tuple[list[dict], list[dict]]:
+    errors = details.get("writeErrors") or []
+    dups = [e for e in errors if e.get("code") == DUPLICATE_KEY]
+    others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+    return dups, others
+
+
+def _password_of(url: str | None) -> str | None:
+    if not url or "://" not in url:
+        return None
+    userinfo, at, _ = url.split("://", 1)[1].rpartition("@")
+    if not at:
+        return None
+    _, colon, password = userinfo.partition(":")
+    return password or None
+
+
+def _scrub(text: str, url: str | None) -> str:
+    """text with the URL's password (raw or percent-decoded) replaced by ***."""
+    from urllib.parse import unquote
+
+    password = _password_of(url)
+    if not password:
+        return text
+    for variant in {password, unquote(password)}:
+        if variant:
+            text = text.replace(variant, "***")
+    return text
