@@ -172,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_serve)
     p = sub.add_parser("demo", help="download, claim, import and archive the demo's samples once, headless")
     p.set_defaults(run=cmd_demo)
+    # Commands that live beside their implementation: operations on runs, and the clean-up sweep.
+    from core4_pipelines import clean, operate
+
+    operate.add_commands(sub)
+    clean.add_commands(sub)
     return parser
 
 

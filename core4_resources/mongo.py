@@ -160,12 +160,13 @@ class MongoResource(dagster.ConfigurableResource):
                 details = exc.details or {}
                 inserted += details.get("nInserted", 0)
                 dups, others = _split_write_errors(details)
-                if others or details.get("writeConcernErrors"):
-                    first = others[0] if others else details["writeConcernErrors"][0]
+                failures = others or details.get("writeConcernErrors") or []
+                if failures:
+                    first = failures[0]
                     raise MongoError(
                         f"insert into {where} from {src} failed at _id "
                         f"{first.get('op', {}).get('_id')!r}: {first.get('errmsg')} "
-                        f"(code {first.get('code')}); {len(others)} such error(s) in this "
+                        f"(code {first.get('code')}); {len(failures)} such error(s) in this "
                         f"chunk, {inserted} document(s) inserted so far"
                     ) from None
                 if on_duplicate == "raise":
