@@ -106,12 +106,28 @@ def project_settings(project: str, project_yaml: str | None = None) -> Settings:
     return load_config(project, project_yaml=project_yaml or _package_yaml(project))
 
 
+def mongo_url_env_name(project: str) -> str:
+    return f"CORE4_MONGO_URL_{project.upper()}"
+
+
 def project_resources(settings: Settings) -> dict[str, Any]:
-    """The resources every project job, sensor and schedule can ask for."""
-    return {
-        "folders": FolderResource.from_settings(settings),
-        "mongo": MongoResource.from_settings(settings),
-    }
+    """The resources every project job, sensor and schedule can ask for.
+
+    The MongoDB URL is bound through an environment variable of this process
+    (every code server and run worker loads the definitions, and so sets it):
+    Dagster then shows the variable's name, never the URL's password, in the
+    UI's resource configuration.
+    """
+    mongo = MongoResource.from_settings(settings)
+    if mongo.mongo_url and settings.project is not None:
+        variable = mongo_url_env_name(settings.project.name)
+        os.environ[variable] = mongo.mongo_url
+        mongo = MongoResource(
+            mongo_url=dg.EnvVar(variable),
+            database=mongo.database,
+            server_selection_timeout_ms=mongo.server_selection_timeout_ms,
+        )
+    return {"folders": FolderResource.from_settings(settings), "mongo": mongo}
 
 
 def project_definitions(

@@ -1,0 +1,83 @@
+"""Sensor tick over a proc folder with nothing to claim, against os.scandir + stat.
+
+Every file is younger than the sensor's ``min_age_seconds``, so the sensor
+stats each entry and claims none: the steady state of a folder that is being
+filled. The baseline is the least any scan must do: one ``os.scandir`` and one
+``stat`` per entry.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from bench import Row, at_most, folder_resource, interleaved, scratch
+
+NAME = "sensor_tick"
+TITLE = "sensor tick, nothing to claim, vs os.scandir + stat"
+SIZES = (1_000, 10_000, 100_000)
+SMOKE_SIZES = (200,)
+
+
+def scandir_stat(folder: str) -> int:
+    count = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            entry.stat(follow_symlinks=False)
+            count += 1
+    return count
+
+
+def make_sensor(**options) -> dg.SensorDefinition:
+    from core4_pipelines.jobs import import_job
+    from core4_pipelines.readers import read_csv
+    from core4_pipelines.sensors import proc_folder_sensor
+
+    job = import_job("import_bench", read=read_csv, collection="bench")
+    return proc_folder_sensor(job, pattern=r".*\.csv$", **options)
+
+
+def evaluate(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, folders):
+    context = dg.build_sensor_context(instance=instance, resources={"folders": folders})
+    return sensor.evaluate_tick(context)
+
+
+def fill(folder: str, count: int) -> None:
+    os.makedirs(folder, exist_ok=True)
+    for index in range(count):
+        with open(os.path.join(folder, f"reading-{index:06d}.csv"), "wb") as handle:
+            handle.write(b"id\n1\n")
+
+
+def repeats_for(count: int) -> int:
+    return 21 if count <= 1_000 else 11 if count <= 10_000 else 7
+
+
+def run(smoke: bool) -> list[Row]:
+    rows = []
+    sensor = make_sensor(min_age_seconds=3600)
+    for count in SMOKE_SIZES if smoke else SIZES:
+        with scratch(NAME) as root, dg.DagsterInstance.ephemeral() as instance:
+            folders = folder_resource(root)
+            proc = folders.proc_folder()
+            fill(proc, count)
+
+            def ours():
+                result = evaluate(sensor, instance, folders)
+                if result.run_requests:
+                    raise AssertionError("the sensor claimed files that are too young")
+
+            ours_s, baseline_s = interleaved(
+                ours, lambda: scandir_stat(proc), 3 if smoke else repeats_for(count)
+            )
+            rows.append(
+                Row(
+                    f"{count:,} files",
+                    ours_s,
+                    baseline_s,
+                    at_most(1.5),
+                    context={"files": count, "per_file_ours_us": 1e6 * min(ours_s) / count},
+                )
+            )
+    return rows
