@@ -15,9 +15,11 @@ from typing import Callable, Iterator
 from core4_pipelines.claims import pending_batches, scan_ready
 from core4_pipelines.errors import PipelineError
 from core4_pipelines.instance import instance_environment, write_instance
+from core4_pipelines.project import project_settings
 from core4_pipelines.workspace import write_workspace
 from core4_resources.config import Settings, mask_url
 from core4_resources.embedded import EmbeddedMongo
+from core4_resources.mongo import MongoResource
 
 MONGO_URL_ENV = "CORE4_OPTION_DEFAULT__mongo_url"
 DEMO_PATTERN = r"readings-.*\.csv$"
@@ -110,7 +112,8 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print, timeout: fl
             say(f"downloaded {len(fetched)} files into proc (run {download.run_id})")
             imports = _import_until_empty(defs, instance, timeout, say)
         folders = defs.resources["folders"]
-        mongo = defs.resources["mongo"]
+        # Outside a run the bound resource holds an EnvVar; read the URL from the cascade.
+        mongo = MongoResource.from_settings(project_settings("demo"))
         run_ids = [r["run_id"] for r in imports]
         records = mongo.collection("readings").count_documents({"_job_id": {"$in": run_ids}})
         summary = {
