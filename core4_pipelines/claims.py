@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Pattern
 
-from core4_resources.folders import is_hidden, rename_noreplace
+from core4_resources.folders import FOLDER_MODE, is_hidden, make_dirs, rename_noreplace
 
 BATCH_DIR = ".batch"
 STAGING_SUFFIX = ".claiming"
@@ -113,13 +113,13 @@ def claim_batches(
     batches: list[Batch] = []
     if not names:
         return batches
-    root = batch_root(proc_folder)
-    os.makedirs(root, mode=0o750, exist_ok=True)
+    root = make_dirs(batch_root(proc_folder), FOLDER_MODE)
     position = 0
     while position < len(names) and len(batches) < max_batches:
         batch_id = new_batch_id()
         staging = os.path.join(root, f".{batch_id}{STAGING_SUFFIX}")
-        os.mkdir(staging, 0o750)
+        os.mkdir(staging, FOLDER_MODE)
+        os.chmod(staging, FOLDER_MODE)  # exactly 0o750, whatever the umask
         claimed: list[str] = []
         while position < len(names) and len(claimed) < batch_size:
             name = names[position]
@@ -133,7 +133,7 @@ def claim_batches(
             os.rmdir(staging)
             continue
         final = os.path.join(root, batch_id)
-        os.rename(staging, final)
+        rename_noreplace(staging, final)  # never onto another batch folder
         batches.append(Batch(batch_id, final, claimed))
     return batches
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import yaml
 
+from core4_pipelines.properties import JOB_TAG
 from core4_resources.config import Settings
 
 # The PostgreSQL URL (which may hold a password) is read from this environment
@@ -44,15 +45,34 @@ def storage_config(home: str, postgres: bool) -> dict:
     }
 
 
+def job_concurrency_limits(job_limits: Mapping[str, int] | None) -> list[dict]:
+    """core4's max_parallel as run-queue tag limits: ``{"<project>.<job>": N}`` -> at most N
+    runs with the tag ``core4/job=<project>.<job>`` leave the queue at once."""
+    return [{"key": JOB_TAG, "value": job, "limit": int(limit)} for job, limit in sorted((job_limits or {}).items())]
+
+
 def instance_config(
     home: str,
     *,
     postgres: bool = False,
     max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS,
     tag_concurrency_limits: Iterable[Mapping] = (),
+    job_limits: Mapping[str, int] | None = None,
+    zombie_time: float | None = None,
 ) -> dict:
-    """The content of dagster.yaml."""
+    """The content of dagster.yaml. ``job_limits``: max_parallel per ``<project>.<job>``;
+    ``zombie_time``: seconds a run may stay starting or canceling before it is marked failed."""
     config = storage_config(home, postgres)
+    monitoring: dict = {"enabled": True, "poll_interval_seconds": 5}
+    if zombie_time:
+        # A run whose worker process dies while it runs is marked failed by the code server
+        # that started it (Dagster's default launcher); these catch the ones that never got
+        # going or never finished stopping.
+        monitoring.update(
+            start_timeout_seconds=max(1, int(zombie_time)),
+            cancel_timeout_seconds=max(1, int(zombie_time)),
+            max_resume_run_attempts=0,
+        )
     config.update(
         {
             "run_coordinator": {
@@ -62,11 +82,12 @@ def instance_config(
                     "max_concurrent_runs": max_concurrent_runs,
                     # 1 s instead of 5 s: launch latency drops from ~5 s to ~1.5 s.
                     "dequeue_interval_seconds": 1,
-                    "tag_concurrency_limits": list(tag_concurrency_limits),
+                    "tag_concurrency_limits": list(tag_concurrency_limits)
+                    + job_concurrency_limits(job_limits),
                 },
             },
             # Enforces dagster/max_runtime (core4's wall_time) and detects dead run workers.
-            "run_monitoring": {"enabled": True, "poll_interval_seconds": 5},
+            "run_monitoring": monitoring,
             "retention": {
                 "schedule": {"purge_after_days": 30},
                 "sensor": {"purge_after_days": {"skipped": 1, "failure": 30, "success": 30}},
@@ -78,11 +99,16 @@ def instance_config(
     return config
 
 
-def write_instance(settings: Settings, **options) -> str:
-    """Create DAGSTER_HOME (0o750) and write its dagster.yaml; returns DAGSTER_HOME."""
+def write_instance(settings: Settings, *, job_limits: Mapping[str, int] | None = None, **options) -> str:
+    """Create DAGSTER_HOME (0o750) and write its dagster.yaml; returns DAGSTER_HOME.
+
+    ``job_limits`` (``{"<project>.<job>": max_parallel}``, see ``limits.collect_job_limits``)
+    become run-queue limits; run monitoring uses ``job.zombie_time`` of the cascade.
+    """
     home = dagster_home(settings)
     os.makedirs(home, mode=0o750, exist_ok=True)
-    config = instance_config(home, postgres=bool(settings.dagster.postgres_url), **options)
+    options.setdefault("zombie_time", settings.job.zombie_time)
+    config = instance_config(home, postgres=bool(settings.dagster.postgres_url), job_limits=job_limits, **options)
     path = os.path.join(home, "dagster.yaml")
     partial = os.path.join(home, f".dagster.yaml.{os.getpid()}.part")
     with open(partial, "w", encoding="utf-8") as handle:
@@ -96,5 +122,17 @@ def instance_environment(settings: Settings) -> dict[str, str]:
     """Environment variables the Dagster processes need beside DAGSTER_HOME."""
     env = {"DAGSTER_HOME": dagster_home(settings)}
     if settings.dagster.postgres_url:
-        env[POSTGRES_URL_ENV] = settings.dagster.postgres_url
+        env[POSTGRES_URL_ENV] = with_postgres_driver(settings.dagster.postgres_url)
     return env
+
+
+def with_postgres_driver(url: str) -> str:
+    """``url`` naming the psycopg2 driver that dagster-postgres installs.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, which
+    dagster-postgres does not depend on; an explicit ``+driver`` is kept.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg2://{rest}"
+    return url

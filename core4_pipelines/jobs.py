@@ -9,14 +9,17 @@ document, and the file is archived only once its records are written.
 
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Iterable, Mapping
+from typing import Any, BinaryIO
 
 import dagster as dg
 from pydantic import Field
 
 from core4_pipelines.claims import batch_files, batch_path, is_batch_id
 from core4_pipelines.errors import ImportBatchError, RecordError
+from core4_pipelines.properties import job_properties, with_declared  # noqa: F401 - job_properties is public here
+from core4_pipelines.runtime import core4_op, set_sources
 from core4_resources.errors import MongoError
 from core4_resources.folders import FolderResource, safe_move
 from core4_resources.mongo import MongoResource
@@ -136,17 +139,20 @@ def import_job(
     description: str | None = None,
     retry_policy: dg.RetryPolicy | None = None,
     tags: Mapping[str, str] | None = None,
+    properties: Mapping[str, Any] | None = None,
 ) -> dg.JobDefinition:
     """A job that imports one claimed batch: ``read(path)`` yields each file's records.
 
     The proc-folder sensor starts it with ``ImportBatchConfig`` naming the batch.
     Files that cannot be read go to the error folder with the reason; the others
     are imported and archived, and the run then fails listing the bad files
-    (without retrying them: their content will not change).
+    (without retrying them: their content will not change). ``properties`` declares
+    core4 job properties (as :func:`job_properties` does); a MongoDB failure is retried
+    per ``attempts``/``error_time``. The run's ``core4/sources`` tag lists the batch's files.
     """
     op_name = f"{name}_batch"
 
-    @dg.op(name=op_name, retry_policy=retry_policy, description=f"Import a batch into {collection}")
+    @core4_op(name=op_name, retry_policy=retry_policy, description=f"Import a batch into {collection}")
     def import_batch_op(
         context: dg.OpExecutionContext,
         config: ImportBatchConfig,
@@ -159,6 +165,8 @@ def import_job(
         names = batch_files(folder)
         if not names:
             context.log.info(f"batch {config.batch_id}: nothing left to import in {folder}")
+        else:
+            set_sources(names)  # lineage: the run lists every file it imports
         outcomes: list[FileOutcome] = []
         for file_name in names:
             outcome = import_one_file(
@@ -211,7 +219,7 @@ def import_job(
     def import_files_job():
         import_batch_op()
 
-    return import_files_job
+    return with_declared(import_files_job, properties) if properties else import_files_job
 
 
 def import_run_config(job: dg.JobDefinition, batch_id: str, base: str | None = None) -> dict:

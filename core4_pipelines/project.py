@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 import dagster as dg
 
 from core4_pipelines.errors import ProjectError
+from core4_pipelines.project_jobs import resolve_project_jobs
 from core4_resources.config import Settings, load_config
 from core4_resources.folders import FolderResource
 from core4_resources.mongo import MongoResource
@@ -143,15 +144,19 @@ def project_definitions(
     """``Definitions`` for one project with its ``folders`` and ``mongo`` resources bound.
 
     Call it from ``<project>/definitions.py``: ``defs = project_definitions("demo", ...)``.
-    Configuration comes from the cascade with the project's own yaml included.
+    Configuration comes from the cascade with the project's own yaml included. Every job
+    gets its core4 properties (see ``project_jobs.py``); invalid ones fail the load here.
     """
     settings = project_settings(project, project_yaml)
     bound = project_resources(settings)
     bound.update(resources or {})
+    # core4 job properties (job_properties(), jobs.<job> in the configuration, job.* defaults)
+    # applied to every job; declared schedules and the chain sensor added.
+    resolved = resolve_project_jobs(project, settings, jobs, sensors, schedules)
     return dg.Definitions(
-        jobs=list(jobs),
-        sensors=list(sensors),
-        schedules=list(schedules),
+        jobs=resolved.jobs,
+        sensors=resolved.sensors,
+        schedules=resolved.schedules,
         assets=list(assets),
         resources=bound,
     )

@@ -7,9 +7,27 @@ from typing import Iterator
 
 from core4_pipelines.errors import RecordError
 
-# csv's own guard against one enormous field (a 1 GB single-line file): read
-# stops with an error at this size instead of growing memory without bound.
+# csv's own guard against one enormous field: reading stops with an error.
 MAX_FIELD_BYTES = 1 << 20
+# The longest physical line read (characters). csv takes whole lines from its
+# input, so without this a 1 GB single-line file would be read into memory at once.
+MAX_LINE_CHARS = 8 << 20
+
+
+def _bounded_lines(handle, path: str) -> Iterator[str]:
+    """The lines of ``handle``, each read with a size limit; RecordError for a longer one."""
+    number = 0
+    while True:
+        line = handle.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise RecordError(
+                f"{path}: line {number} is longer than {MAX_LINE_CHARS} characters; "
+                "not a line-oriented text file this reader accepts"
+            )
+        yield line
 
 
 def _convert(value: str):
@@ -36,7 +54,7 @@ def read_csv(path: str, *, delimiter: str = ",", encoding: str = "utf-8") -> Ite
     line = 0
     try:
         with open(path, newline="", encoding=encoding, errors="strict") as handle:
-            reader = csv.reader(handle, delimiter=delimiter, strict=True)
+            reader = csv.reader(_bounded_lines(handle, path), delimiter=delimiter, strict=True)
             header = next(reader, None)
             line = reader.line_num
             if not header:

@@ -31,6 +31,7 @@ _URL_CREDENTIALS = (
     re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:@/?#]*):[^/?#]*@"),
     re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:@/?#]*):.*@"),
 )
+_URL_PASSWORD_IN_TEXT = re.compile(r"(://[^:@/\s'\"]*):[^@\s'\"]*@")
 
 
 def mask_url(url: str | None) -> str | None:
@@ -223,7 +224,8 @@ def _expected(field) -> str:
 
 
 def _got(value: Any) -> str:
-    return repr(mask_url(value) if isinstance(value, str) else value)
+    # In a list or mapping, too, every URL's password is masked.
+    return repr(mask_url(value)) if isinstance(value, str) else _URL_PASSWORD_IN_TEXT.sub(r"\1:***@", repr(value))
 
 
 class _Validator:

@@ -93,7 +93,7 @@ def read_yaml_file(path: Path, errors: list[str], what: str = "a mapping of sect
     if data is None:
         return {}
     if not isinstance(data, dict):
-        errors.append(f"{path}: expected {what} at the top level, got {type(data).__name__} {data!r}")
+        errors.append(f"{path}: expected {what} at the top level, got a {type(data).__name__}")
         return None
     return data
 

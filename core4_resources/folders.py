@@ -26,9 +26,10 @@ from core4_resources.moves import (
     CONFLICT_POLICIES,
     COPY_CHUNK,
     SourceMissingError,
+    copy_move,
+    finish_interrupted_move,
     fsync_dir,
     hidden_temp_name,
-    install_file,
     is_hidden,
     make_dirs,
     rename_noreplace,
@@ -325,7 +326,9 @@ class FolderResource(dg.ConfigurableResource):
         """Move ``source`` to ``<archive>/<project|base>/<stamp>/<name>[.gz]``; return the final path.
 
         With ``compress`` the file is gzipped into a hidden temp beside its target,
-        fsync'd and renamed; the source is removed only after that.
+        fsync'd and renamed; the source is removed only after that. Archiving a
+        source whose earlier archiving was interrupted after the ``.gz`` was in
+        place finishes that one (same path returned) instead of archiving twice.
         """
         source = _source_path(source)
         stamp = self._stamp(run_id, started)
@@ -343,31 +346,14 @@ class FolderResource(dg.ConfigurableResource):
             )
         name = os.path.basename(source) + ".gz"
         make_dirs(folder, FOLDER_MODE)
-        temp = os.path.join(folder, hidden_temp_name(name))
-        try:
-            with open(source, "rb") as src, open(temp, "xb") as raw:
-                # filename= keeps the hidden temp name out of the gzip header.
-                with gzip.GzipFile(
-                    filename=name,
-                    mode="wb",
-                    fileobj=raw,
-                    compresslevel=level,
-                    mtime=int(os.stat(src.fileno()).st_mtime),
-                ) as packed:
-                    shutil.copyfileobj(src, packed, COPY_CHUNK)
-                raw.flush()
-                os.fsync(raw.fileno())
-            final = install_file(temp, folder, name, on_conflict)
-        except BaseException as exc:
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
-            if isinstance(exc, OSError):
-                raise FolderError(
-                    f"archiving {source} into {folder} failed ({exc}); the source is unchanged"
-                ) from exc
-            raise
-        fsync_dir(folder)
-        os.unlink(source)
-        return final
+        finished = finish_interrupted_move(source)
+        if finished is not None:
+            return finished
+        mtime = int(os.stat(source).st_mtime)
+
+        def gzip_into(src, raw) -> None:
+            # filename= keeps the hidden temp name out of the gzip header.
+            with gzip.GzipFile(filename=name, mode="wb", fileobj=raw, compresslevel=level, mtime=mtime) as packed:
+                shutil.copyfileobj(src, packed, COPY_CHUNK)
+
+        return copy_move(source, folder, name, on_conflict, fill=gzip_into)

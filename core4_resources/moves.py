@@ -2,7 +2,9 @@
 
 A file in flight is always a hidden file (``.<name>.<random>.part``) inside the
 target folder, so a listing or a sensor that skips hidden names never sees a
-half-written file. An existing target is never replaced unless asked for.
+half-written file. An existing target is never replaced unless asked for. A
+copy-move killed after its copy was installed is finished, not repeated, by the
+next move of the same source (a hidden ``.moving`` marker beside the source).
 """
 
 from __future__ import annotations
@@ -10,22 +12,19 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import hashlib
+import json
 import os
 import shutil
 import uuid
+from typing import BinaryIO, Callable
 
 from core4_resources.errors import FolderError
 
 __all__ = [
-    "CONFLICT_POLICIES",
-    "SourceMissingError",
-    "fsync_dir",
-    "hidden_temp_name",
-    "install_file",
-    "is_hidden",
-    "make_dirs",
-    "rename_noreplace",
-    "safe_move",
+    "CONFLICT_POLICIES", "MOVE_MARKER_SUFFIX", "SourceMissingError", "copy_move",
+    "finish_interrupted_move", "fsync_dir", "hidden_temp_name", "install_file", "is_hidden",
+    "make_dirs", "move_marker_path", "read_move_marker", "rename_noreplace", "safe_move",
     "write_file_atomic",
 ]
 
@@ -37,6 +36,8 @@ _COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz", ".zst", ".lz4"}
 _MAX_CONFLICT_NUMBER = 100_000
 # Leave room for the dot, the random part and ".part" within NAME_MAX (255).
 _MAX_TEMP_STEM = 200
+# Beside the source of a copy-move while its copy is installed: ".<name>.<hash>.moving".
+MOVE_MARKER_SUFFIX = ".moving"
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -177,22 +178,6 @@ def install_file(src: str, target_dir: str, name: str, on_conflict: str = "renam
     raise FolderError(f"no free name for {name} in {target_dir}: too many numbered copies exist")
 
 
-def _copy_to_hidden(source: str, target_dir: str, name: str) -> str:
-    """Copy ``source`` into a hidden temp in ``target_dir``, fsync'd, metadata kept; return its path."""
-    temp = os.path.join(target_dir, hidden_temp_name(name))
-    try:
-        with open(source, "rb") as src, open(temp, "xb") as dst:
-            shutil.copyfileobj(src, dst, COPY_CHUNK)
-            dst.flush()
-            os.fsync(dst.fileno())
-        # A moved file keeps its mtime and mode, as a rename would.
-        shutil.copystat(source, temp)
-    except BaseException:
-        _remove_quietly(temp)
-        raise
-    return temp
-
-
 def _remove_quietly(path: str) -> None:
     try:
         os.unlink(path)
@@ -214,9 +199,9 @@ def safe_move(
 ) -> str:
     """Move ``source`` into ``target_dir`` as ``name`` (default: its basename); return the final path.
 
-    Same filesystem: one no-replace rename. Across filesystems: copy into a hidden
-    temp in ``target_dir``, fsync it, rename it, fsync the folder, then remove the
-    source -- a crash leaves the data at the source or complete at the target.
+    Same filesystem: one no-replace rename. Across filesystems: :func:`copy_move`
+    -- a crash leaves the data at the source or complete at the target, and the
+    next move of the same source finishes an interrupted one instead of copying twice.
     """
     _check_policy(on_conflict)
     source = os.path.abspath(source)
@@ -226,6 +211,9 @@ def safe_move(
     if not os.path.lexists(source):
         raise SourceMissingError(f"source {source} does not exist; nothing was moved")
     target_dir = make_dirs(target_dir, mode)
+    finished = finish_interrupted_move(source)
+    if finished is not None:
+        return finished
     try:
         return install_file(source, target_dir, name, on_conflict)
     except OSError as exc:
@@ -236,22 +224,175 @@ def safe_move(
             f"cannot move folder {source} into {target_dir}: they are on different filesystems; "
             "move its files one by one"
         )
-    try:
-        temp = _copy_to_hidden(source, target_dir, name)
-    except OSError as exc:
+    return copy_move(source, target_dir, name, on_conflict)
+
+
+# -- copy-moves: across filesystems, or when the bytes change on the way (gzip) ------------
+
+
+def _plain_copy(src: BinaryIO, dst: BinaryIO) -> None:
+    shutil.copyfileobj(src, dst, COPY_CHUNK)
+
+
+def copy_move(
+    source: str,
+    target_dir: str,
+    name: str,
+    on_conflict: str = "rename",
+    fill: Callable[[BinaryIO, BinaryIO], None] | None = None,
+) -> str:
+    """Move ``source`` by copying: ``fill(src, dst)`` writes the copy (default: byte for byte).
+
+    The copy is written into a hidden temp in ``target_dir``, fsync'd and renamed
+    to ``name``; the folder is fsync'd and only then is the source removed. While
+    the copy is installed, a hidden marker beside the source records it: a crash
+    between installing and removing the source is finished by the next move of the
+    same source (:func:`finish_interrupted_move`), so a file is never copied twice.
+    """
+    _check_policy(on_conflict)
+    source_dir = os.path.dirname(source)
+    if not os.access(source_dir, os.W_OK):
         raise FolderError(
-            f"copying {source} into {target_dir} failed ({exc}); the source is unchanged"
-        ) from exc
+            f"cannot move {source}: its folder {source_dir} is not writable, so the source could "
+            "not be removed after copying; nothing was moved. Make the folder writable"
+        )
+    temp = os.path.join(target_dir, hidden_temp_name(name))
     try:
+        with open(source, "rb") as src, open(temp, "xb") as dst:
+            copied = os.fstat(src.fileno())
+            (fill or _plain_copy)(src, dst)
+            dst.flush()
+            os.fsync(dst.fileno())
+        if fill is None:
+            # A moved file keeps its mtime and mode, as a rename would.
+            shutil.copystat(source, temp)
+        if not _still_there(source, copied):
+            raise SourceMissingError(
+                f"source {source} was moved or removed by someone else while it was being copied "
+                f"into {target_dir}; nothing was moved"
+            )
+    except BaseException as exc:
+        _remove_quietly(temp)
+        if isinstance(exc, OSError) and not isinstance(exc, SourceMissingError):
+            raise FolderError(
+                f"copying {source} into {target_dir} failed ({exc}); the source is unchanged"
+            ) from exc
+        raise
+    marker = move_marker_path(source)
+    try:
+        _write_marker(marker, source, temp)
         final = install_file(temp, target_dir, name, on_conflict)
     except BaseException as exc:
         _remove_quietly(temp)
+        _remove_quietly(marker)
         if isinstance(exc, OSError):
             raise FolderError(f"cannot move {source} into {target_dir}: {exc}") from exc
         raise
     fsync_dir(target_dir)
-    os.unlink(source)
+    _remove_quietly(source)  # already gone: a concurrent move of the same source finished it
+    _remove_quietly(marker)
     return final
+
+
+def _still_there(source: str, copied: os.stat_result) -> bool:
+    try:
+        now = os.stat(source)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (copied.st_dev, copied.st_ino)
+
+
+def move_marker_path(source: str) -> str:
+    """The hidden marker beside ``source`` that records its copy while being installed."""
+    folder, name = os.path.split(os.path.abspath(source))
+    digest = hashlib.sha1(os.fsencode(name)).hexdigest()[:8]
+    return os.path.join(folder, f".{name[:_MAX_TEMP_STEM]}.{digest}{MOVE_MARKER_SUFFIX}")
+
+
+def _identity(stat: os.stat_result) -> list[int]:
+    return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns]
+
+
+def _write_marker(marker: str, source: str, temp: str) -> None:
+    # Not fsync'd: a marker cut short by a crash is ignored, and it is always
+    # complete before the copy is installed. Losing it to a power cut costs a
+    # second copy, never data.
+    record = {
+        "source": _identity(os.stat(source)),
+        "target_dir": os.path.dirname(temp),
+        "temp": os.path.basename(temp),
+        "copy": _identity(os.stat(temp))[:3],
+    }
+    with open(marker, "w", encoding="utf-8") as handle:
+        json.dump(record, handle)
+
+
+def read_move_marker(marker: str) -> dict | None:
+    """The record of a marker file; None when it is missing or incomplete."""
+    try:
+        with open(marker, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return None
+    keys = {"source", "target_dir", "temp", "copy"}
+    return record if isinstance(record, dict) and keys <= set(record) else None
+
+
+def finish_interrupted_move(source: str) -> str | None:
+    """Finish a copy-move of ``source`` that was interrupted; the final path, or None.
+
+    None means there is nothing to finish (no marker, a stale marker, or the copy was
+    never installed -- then its hidden temp is removed) and the caller moves as usual.
+    """
+    source = os.path.abspath(source)
+    marker = move_marker_path(source)
+    record = read_move_marker(marker)
+    if record is None:
+        if os.path.lexists(marker):
+            _remove_quietly(marker)
+        return None
+    try:
+        current = _identity(os.stat(source))
+    except FileNotFoundError:
+        return None  # nothing left to move; the caller reports the missing source
+    if current != record["source"]:
+        _remove_quietly(marker)  # left by an earlier file of the same name
+        return None
+    target_dir = record["target_dir"]
+    temp = os.path.join(target_dir, record["temp"])
+    copy = record["copy"]
+    if os.path.lexists(temp):
+        _remove_quietly(temp)  # the copy was never installed: start again
+        _remove_quietly(marker)
+        return None
+    final = _installed_copy(target_dir, copy)
+    if final is None:
+        raise FolderError(
+            f"an earlier move of {source} into {target_dir} was interrupted after its complete copy "
+            "was installed, and that copy is no longer there (it was moved on or removed). "
+            f"If it was processed, remove {source} and the marker {marker}; to move {source} "
+            "again, remove only the marker"
+        )
+    fsync_dir(target_dir)
+    _remove_quietly(source)
+    _remove_quietly(marker)
+    return final
+
+
+def _installed_copy(target_dir: str, copy: list[int]) -> str | None:
+    """The visible file in ``target_dir`` that is the installed copy (same inode), if any."""
+    device, inode, size = copy
+    try:
+        with os.scandir(target_dir) as entries:
+            for entry in entries:
+                if entry.inode() != inode or is_hidden(entry.name):
+                    continue
+                stat = entry.stat(follow_symlinks=False)
+                if stat.st_dev == device and stat.st_size == size:
+                    return entry.path
+    except FileNotFoundError:
+        return None
+    return None
 
 
 def write_file_atomic(path: str, data: bytes, mode: int = 0o640) -> str:

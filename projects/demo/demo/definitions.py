@@ -14,6 +14,7 @@ from core4_pipelines import (
     project_definitions,
     read_csv,
 )
+from core4_pipelines.jobs import job_properties
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "samples")
 
@@ -36,6 +37,9 @@ def fetch_samples(context: dg.OpExecutionContext, config: DownloadConfig, folder
     return fetched
 
 
+# core4 job properties: a daily download at 06:00 UTC, switched off until an operator starts
+# the schedule in the UI; jobs.download_samples in demo.yaml (or env) overrides these values.
+@job_properties(schedule="0 6 * * *", schedule_status="stopped", attempts=2, error_time=60)
 @dg.job(description="Download the demo's sample readings into proc", executor_def=dg.in_process_executor)
 def download_samples():
     fetch_samples()

@@ -1,0 +1,357 @@
+"""What a core4 job calls while it runs: defer, progress, set_source, its own config and cookie.
+
+Every helper finds the running op through Dagster's current execution context, so
+ops call ``defer("source not ready")`` as core4 jobs called ``self.defer(...)``.
+Properties are read with core4's precedence: a run tag ``core4/<name>`` given at
+launch, then the values ``project_definitions`` resolved into the job's metadata,
+then the cascade's ``job.*`` defaults.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, NoReturn, TypeVar
+
+import dagster as dg
+from dagster import DagsterEventType
+from pydantic import BaseModel, ValidationError
+
+from core4_pipelines.errors import JobSettingsError, PipelineError
+from core4_pipelines.properties import (
+    JOB_TAG,
+    SPECS,
+    check_property,
+    configured_section,
+    resolved_properties,
+)
+from core4_resources.errors import Core4Error
+
+STATE_TAG = "core4/state"                 # "inactive" once a deferring run passed defer_max
+MESSAGE_TAG = "core4/message"             # the message of that last defer
+PROGRESS_TAG = "core4/progress"           # e.g. "45%"
+PROGRESS_MESSAGE_TAG = "core4/progress_message"
+PROGRESS_AT_TAG = "core4/progress_at"     # UTC time of the stored update
+SOURCE_TAG = "core4/source"               # the current source (basename)
+SOURCES_TAG = "core4/sources"             # JSON list of every source the run touched
+SOURCE_COUNT_TAG = "core4/source_count"
+LAUNCH_TAG_PREFIX = "core4/"              # core4/attempts=5 at launch overrides the job's value
+MAX_SOURCES_TAG_CHARS = 4000              # the full list is in the run's log lines either way
+_MARKER = "__core4_op__"
+_DEFER_CLASS = "DeferRequested"
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class DeferRequested(dg.RetryRequested):
+    """Raised by :func:`defer`: the op runs again after ``defer_time``; it uses no attempt."""
+
+    def __init__(self, message: str, seconds_to_wait: float):
+        super().__init__(max_retries=2**31 - 1, seconds_to_wait=seconds_to_wait)
+        self.message = message
+        self.args = (f"deferred: {message}",)
+
+
+def current_context() -> dg.OpExecutionContext:
+    try:
+        return dg.OpExecutionContext.get()
+    except dg.DagsterInvariantViolationError:
+        raise PipelineError("no op is running here: call this inside an op of a core4 job") from None
+
+
+def _step_key(context: dg.OpExecutionContext) -> str:
+    return context.get_step_execution_context().step.key
+
+
+def qualified_job(context: dg.OpExecutionContext | None = None) -> str:
+    """``<project>.<job>`` of the running job (its ``core4/job`` tag)."""
+    context = context or current_context()
+    name = context.run.tags.get(JOB_TAG)
+    if not name:
+        raise PipelineError(
+            f"job {context.job_name} has no {JOB_TAG} tag: build its Definitions with project_definitions()"
+        )
+    return name
+
+
+@functools.lru_cache(maxsize=1)
+def _cascade_defaults() -> Mapping[str, Any]:
+    from core4_resources.config import load_config
+
+    return dict(load_config().job)
+
+
+def run_property(name: str, context: dg.OpExecutionContext | None = None) -> Any:
+    """A property's value for the running job: launch tag > resolved job metadata > job.* default."""
+    context = context or current_context()
+    tag = context.run.tags.get(f"{LAUNCH_TAG_PREFIX}{name}")
+    if tag is not None:
+        try:
+            value = json.loads(tag)
+        except ValueError:
+            value = tag
+        return check_property(name, value, f"run tag {LAUNCH_TAG_PREFIX}{name} of run {context.run_id}")
+    resolved = resolved_properties(context.job_def)
+    if name in resolved:
+        return resolved[name]
+    if name not in SPECS:
+        raise JobSettingsError(f"unknown property {name!r}")
+    return _cascade_defaults().get(name)
+
+
+# -- attempts and defer --------------------------------------------------------------------
+
+
+def _defer_count(context: dg.OpExecutionContext) -> int:
+    step = _step_key(context)
+    count = 0
+    for entry in context.instance.all_logs(context.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY):
+        event = entry.dagster_event
+        if event is not None and event.step_key == step and event.event_specific_data.error.cls_name == _DEFER_CLASS:
+            count += 1
+    return count
+
+
+def _after_failure(exc: Exception) -> dg.RetryRequested | None:
+    """The retry request for an op's failure (None: let the failure stand as it is)."""
+    if isinstance(exc, dg.Failure) and not exc.allow_retries:
+        return None
+    context = current_context()
+    try:
+        attempts = run_property("attempts", context)
+        error_time = run_property("error_time", context)
+    except Core4Error as problem:  # a bad launch tag or config must not hide the op's own error
+        context.log.error(f"no retry for this failure: {problem}")
+        return None
+    deferred = _defer_count(context)
+    failures = context.retry_number - deferred  # earlier failed attempts of this step
+    if attempts - 1 + deferred == 0 and f"{LAUNCH_TAG_PREFIX}attempts" not in context.run.tags:
+        return None  # one attempt: the plain failure (an author's own RetryPolicy still applies)
+    if failures + 1 < attempts:
+        context.log.warning(
+            f"attempt {failures + 1} of {attempts} failed ({type(exc).__name__}: {exc}); "
+            f"next attempt in {error_time:g}s"
+        )
+    # Dagster compares all earlier retries of the step with max_retries; defers are among
+    # them, so they are added to the budget and never use an attempt.
+    return dg.RetryRequested(max_retries=attempts - 1 + deferred, seconds_to_wait=error_time)
+
+
+def core4_op(fn: Callable | None = None, **op_kwargs: Any):
+    """``dg.op`` whose failures are retried per the job's ``attempts``/``error_time`` (launch tags
+    included), with :func:`defer` using no attempt. Takes the same arguments as ``dg.op``.
+    """
+
+    def decorate(fn: Callable) -> dg.OpDefinition:
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise PipelineError(f"core4_op {fn.__name__}: async ops are not supported; use dg.op")
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs):
+                try:
+                    return (yield from fn(*args, **kwargs))
+                except dg.RetryRequested:
+                    raise
+                except Exception as exc:
+                    retry = _after_failure(exc)
+                    if retry is None:
+                        raise
+                    raise retry from exc
+        else:
+
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs):
+                try:
+                    return fn(*args, **kwargs)
+                except dg.RetryRequested:
+                    raise
+                except Exception as exc:
+                    retry = _after_failure(exc)
+                    if retry is None:
+                        raise
+                    raise retry from exc
+
+        setattr(wrapper, _MARKER, True)
+        return dg.op(**op_kwargs)(wrapper)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def _in_core4_op(context: dg.OpExecutionContext) -> bool:
+    compute = getattr(context.op_def, "compute_fn", None)
+    return bool(getattr(getattr(compute, "decorated_fn", None), _MARKER, False))
+
+
+def _first_start(context: dg.OpExecutionContext) -> float:
+    record = context.instance.get_run_record_by_id(context.run_id)
+    if record is not None and record.start_time:
+        return record.start_time
+    if record is not None:
+        return record.create_timestamp.timestamp()
+    return time.time()
+
+
+def defer(message: str) -> NoReturn:
+    """Postpone the running op: it runs again after ``defer_time`` without using an attempt.
+
+    Once ``defer_max`` seconds have passed since the run first started, the run fails as
+    inactive: run tags ``core4/state=inactive`` and ``core4/message`` carry the message.
+    """
+    context = current_context()
+    if not _in_core4_op(context):
+        raise PipelineError(
+            f"defer() in op {context.op_def.name}: declare the op with @core4_op (instead of @dg.op) "
+            f"so that a defer does not use one of its attempts"
+        )
+    defer_time = run_property("defer_time", context)
+    defer_max = run_property("defer_max", context)
+    elapsed = time.time() - _first_start(context)
+    if elapsed >= defer_max:
+        context.instance.add_run_tags(context.run_id, {STATE_TAG: "inactive", MESSAGE_TAG: message[:500]})
+        raise dg.Failure(
+            description=(
+                f"inactive: still deferring {elapsed:.0f}s after the run first started "
+                f"(defer_max {defer_max:g}s): {message}"
+            ),
+            metadata={"state": "inactive", "message": message, "defer_max": float(defer_max)},
+            allow_retries=False,
+        )
+    context.log.info(f"deferred: {message}; next attempt in {defer_time:g}s")
+    raise DeferRequested(message, seconds_to_wait=defer_time)
+
+
+# -- progress ------------------------------------------------------------------------------
+
+_last_progress: dict[tuple[str, str], float] = {}
+
+
+def progress(fraction: float, message: str = "") -> bool:
+    """Report progress (0..1) and a message: a log line, and run tags an operator sees in the UI.
+
+    Stored at most every ``progress_interval`` seconds (the final 1.0 always); returns whether
+    this update was stored.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise PipelineError(f"progress({fraction!r}): expected a fraction from 0 to 1")
+    context = current_context()
+    key = (context.run_id, _step_key(context))
+    now = time.monotonic()
+    last = _last_progress.get(key)
+    if last is not None and now - last < run_property("progress_interval", context) and fraction < 1:
+        return False
+    _last_progress[key] = now
+    percent = f"{fraction * 100:.0f}%"
+    context.log.info(f"progress {percent}" + (f": {message}" if message else ""))
+    context.instance.add_run_tags(
+        context.run_id,
+        {
+            PROGRESS_TAG: percent,
+            PROGRESS_MESSAGE_TAG: message[:200],
+            PROGRESS_AT_TAG: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    )
+    return True
+
+
+# -- sources and lineage -------------------------------------------------------------------
+
+_sources: dict[str, list[str]] = {}   # run id -> every source set in this process, in order
+_current_source: dict[str, str] = {}  # run id -> the current one
+
+
+def _known_sources(context: dg.OpExecutionContext) -> list[str]:
+    if context.run_id not in _sources:
+        # Other steps (another process) may have recorded sources already.
+        run = context.instance.get_run_by_id(context.run_id)
+        stored = (run.tags if run else {}).get(SOURCES_TAG)
+        try:
+            _sources[context.run_id] = list(json.loads(stored)) if stored else []
+        except ValueError:
+            _sources[context.run_id] = []
+    return _sources[context.run_id]
+
+
+def set_sources(names: Iterable[str], current: str | None = None) -> None:
+    """Record several sources at once (one tag update); the last becomes the current one."""
+    context = current_context()
+    known = _known_sources(context)
+    added = False
+    for name in names:
+        base = os.path.basename(os.fspath(name))
+        if not base:
+            raise PipelineError(f"set_source({name!r}): a source needs a file name")
+        _current_source[context.run_id] = base
+        if base not in known:
+            known.append(base)
+            added = True
+            context.log.info(f"source: {name}")
+    if current is not None:
+        _current_source[context.run_id] = os.path.basename(current)
+    tags = {SOURCE_TAG: _current_source.get(context.run_id, "")}
+    if added:
+        listing = json.dumps(known)
+        if len(listing) > MAX_SOURCES_TAG_CHARS:
+            shown = []
+            for name in known:
+                if len(json.dumps(shown + [name, "..."])) > MAX_SOURCES_TAG_CHARS:
+                    break
+                shown.append(name)
+            listing = json.dumps(shown + ["..."])
+        tags.update({SOURCES_TAG: listing, SOURCE_COUNT_TAG: str(len(known))})
+    context.instance.add_run_tags(context.run_id, tags)
+
+
+def set_source(name: str) -> None:
+    """The input the job works on now: stamped as ``_src`` on writes and kept in the run's lineage."""
+    set_sources([name])
+
+
+def current_source() -> str:
+    context = current_context()
+    source = _current_source.get(context.run_id)
+    if not source:
+        raise PipelineError(f"run {context.run_id}: no source set; call set_source(name) before writing")
+    return source
+
+
+def insert(mongo, collection: str, documents: Iterable[Mapping[str, Any]], **options: Any):
+    """``mongo.insert_stamped`` with the current source and the run id (core4's stamped write)."""
+    context = current_context()
+    return mongo.insert_stamped(collection, documents, source=current_source(), job_id=context.run_id, **options)
+
+
+# -- per-job configuration and cookie ------------------------------------------------------
+
+
+def job_settings(project: str, job: str, model: type[T], settings=None) -> T:
+    """``jobs.<job>`` of the project's configuration (without core4 properties) as ``model``."""
+    from core4_pipelines.project import project_settings
+
+    settings = settings or project_settings(project)
+    section = {k: v for k, v in configured_section(settings, job).items() if k not in SPECS}
+    try:
+        return model.model_validate(section)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{project}.jobs.{job}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise JobSettingsError(f"job {project}.{job}: its configuration does not fit {model.__name__}: {problems}") from None
+
+
+def job_config(model: type[T]) -> T:
+    """The running job's own section of the configuration, as ``model`` (a pydantic model)."""
+    project, _, job = qualified_job().partition(".")
+    return job_settings(project, job, model)
+
+
+def cookie(mongo):
+    """The running job's persistent key/value store (see :class:`core4_pipelines.cookie.Cookie`)."""
+    from core4_pipelines.cookie import Cookie
+
+    return Cookie(mongo, qualified_job())

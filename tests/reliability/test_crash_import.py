@@ -1,0 +1,157 @@
+"""kill -9 an import run mid-batch; re-execute it and tick the sensor: every record once, every file archived once.
+
+The import runs in a separate Python process (as Dagster's run worker would)
+against the real embedded MongoDB and a Dagster instance on disk shared with
+this process. It is killed at a random number of written records -- during a
+file's insert, between files, or while a file is being archived.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import pytest
+
+from core4_pipelines.clean import sweep
+from core4_pipelines.jobs import import_job
+from core4_pipelines.readers import read_csv
+from core4_pipelines.sensors import proc_folder_sensor
+from reliability_support import (
+    STRESS, archived, content_sha256, count, csv_rows, hidden_files, make_folders, put, run_import,
+    sha256_file, visible_files, walk_files, write_json,
+)
+
+WORKER = os.path.join(os.path.dirname(__file__), "import_worker.py")
+FILES = 10
+ROWS = 1500
+SEED = int(os.environ.get("CORE4_STRESS_SEED", random.randrange(1 << 30)))
+
+
+def evaluate(sensor, folders, instance):
+    context = dg.build_sensor_context(instance=instance, resources={"folders": folders})
+    return sensor.evaluate_tick(context).run_requests or []
+
+
+def start_worker(tmp_path, dagster_home, settings: dict) -> subprocess.Popen:
+    path = str(tmp_path / f"worker-{settings['batch_id']}.json")
+    write_json(path, settings)
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+    return subprocess.Popen(
+        [sys.executable, WORKER, path], env=env, cwd=str(tmp_path), start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.communicate(timeout=60)
+
+
+def check_nothing_lost(folders, originals: dict[str, str], where: str) -> None:
+    """Each file's bytes are still claimed in proc, or complete in the archive."""
+    seen: dict[str, int] = {}
+    claimed = [p for p in walk_files(folders.proc_folder()) if not os.path.basename(p).startswith(".")]
+    for path in claimed + visible_files(folders.archive_folder()):
+        name = os.path.basename(path)
+        name = name[:-3] if name.endswith(".gz") else name
+        assert content_sha256(path) == originals[name], f"{where}: {path} is incomplete"
+        seen[name] = seen.get(name, 0) + 1
+        count("files checked")
+    missing = set(originals) - set(seen)
+    if missing:
+        count("files lost", len(missing))
+        pytest.fail(f"{where}: lost {sorted(missing)}")
+
+
+def one_round(tmp_path, mongo, dagster_home, rng: random.Random, round_no: int) -> bool:
+    collection = f"things{round_no}"
+    job = import_job("import_things", read=read_csv, collection=collection)
+    sensor = proc_folder_sensor(job, batch_size=6, min_age_seconds=0)
+    folders = make_folders(tmp_path / f"round{round_no}")
+    originals = {}
+    for i in range(FILES):
+        name = f"readings {i:02d}-ü.csv"
+        originals[name] = sha256_file(put(folders.proc_folder(), name, csv_rows(ROWS, tag=str(i))))
+    target = mongo.collection(collection)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        requests = evaluate(sensor, folders, instance)
+        assert [len(r.tags) for r in requests] and len(requests) == 2
+        first = requests[0].run_key
+        worker = start_worker(tmp_path, dagster_home, {
+            "root": str(tmp_path / f"round{round_no}"), "mongo_url": mongo.mongo_url,
+            "database": mongo.database, "batch_id": first, "collection": collection,
+        })
+        threshold = rng.randint(1, 6 * ROWS)
+        deadline = time.monotonic() + 120
+        try:
+            while worker.poll() is None and target.estimated_document_count() < threshold:
+                assert time.monotonic() < deadline, "the import worker wrote nothing in 120 s"
+                time.sleep(0.01)
+        finally:
+            stop_group(worker)
+        killed = worker.returncode == -signal.SIGKILL
+        where = f"round {round_no}: killed at >= {threshold} records (seed {SEED})"
+        check_nothing_lost(folders, originals, where)
+        # Re-execute the killed run's batch, as from the UI: same batch, new run.
+        again = run_import(folders, mongo, first, job=job, instance=instance)
+        assert again.success, where
+        # A fresh tick requests the other batch (claimed, no run yet); the next has nothing to do.
+        rest = evaluate(sensor, folders, instance)
+        assert [r.run_key for r in rest] == [requests[1].run_key], where
+        assert run_import(folders, mongo, rest[0].run_key, job=job, instance=instance).success
+        assert evaluate(sensor, folders, instance) == [], where
+    records = [(d["_src"], d["id"]) for d in target.find({}, {"_src": 1, "id": 1, "_id": 0})]
+    assert len(records) == FILES * ROWS, f"{where}: {len(records)} records"
+    assert len(set(records)) == len(records), f"{where}: duplicate records"
+    assert {src for src, _ in records} == set(originals)
+    archives = archived(folders)
+    assert sorted(archives) == sorted(originals), where
+    for name, paths in archives.items():
+        assert len(paths) == 1, f"{where}: {name} archived {len(paths)} times: {paths}"
+        assert content_sha256(paths[0]) == originals[name]
+        count("files checked")
+    assert visible_files(folders.proc_folder()) == []
+    sweep([folders.proc_folder(), folders.archive_folder()], older_than=0, apply=True)
+    assert hidden_files(folders.proc_folder()) == [] and hidden_files(folders.archive_folder()) == []
+    return killed
+
+
+@pytest.fixture
+def dagster_home(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
+def import_kill_campaign(tmp_path, mongo, dagster_home, kills: int) -> None:
+    rng = random.Random(SEED)
+    landed = 0
+    for round_no in range(kills * 3):
+        landed += one_round(tmp_path, mongo, dagster_home, rng, round_no)
+        if landed >= kills:
+            break
+    count("kills injected", landed)
+    assert landed >= kills, f"only {landed} of {kills} kills landed before the worker finished"
+
+
+@pytest.mark.timeout(300)
+def test_kill_import_mid_batch(tmp_path, mongo, dagster_home):
+    import_kill_campaign(tmp_path, mongo, dagster_home, kills=2)
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not STRESS, reason="stress size: make test-stress (CORE4_STRESS=1)")
+def test_kill_import_mid_batch_stress(tmp_path, mongo, dagster_home):
+    import_kill_campaign(tmp_path, mongo, dagster_home, kills=12)

@@ -1,0 +1,262 @@
+"""kill -9 a process in the middle of move_transfer, move_proc and move_archive.
+
+Each kill is real: a forked child runs the move and gets SIGKILL -- either from
+itself at the k-th traced line of the move code (every point of the code path is
+reachable, chosen at random), or from this process after a random delay (for
+large files, so the kill lands inside a copy or a compression). After each kill:
+every original byte is at the source or complete at the target (sha256), no
+partial file has a visible name, the next move of the same file succeeds and
+leaves exactly one copy, and the sweep removes every hidden leftover.
+
+Cross-filesystem moves run both for real (/dev/shm is a tmpfs, a filesystem of
+its own) and forced (renames between folders raise EXDEV in the child).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from core4_pipelines.clean import sweep
+from core4_resources import moves
+from reliability_support import STRESS, content_sha256, count, hidden_files, make_folders, sha256_file, visible_files
+
+STARTED = datetime(2024, 3, 5, 14, 7, tzinfo=timezone.utc)
+OPERATIONS = ("transfer", "proc", "archive", "archive_plain")
+FILESYSTEMS = ("same", "exdev_forced", "exdev_real")
+SIZES = {"small": 40_000, "large": 20 * 1024 * 1024 + 12_345}
+TRACED = {os.path.abspath(moves.__file__), os.path.abspath(sys.modules["core4_resources.folders"].__file__),
+          os.path.abspath(shutil.__file__), os.path.abspath(sys.modules["gzip"].__file__)}
+SEED = int(os.environ.get("CORE4_STRESS_SEED", random.randrange(1 << 30)))
+COMBOS = [(op, fs, size) for op in OPERATIONS for fs in FILESYSTEMS for size in SIZES]
+
+
+def _shm_is_another_filesystem(tmp_path) -> bool:
+    return os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) and \
+        os.stat("/dev/shm").st_dev != os.stat(tmp_path).st_dev
+
+
+@contextlib.contextmanager
+def forced_exdev():
+    """Renames between two folders fail with EXDEV, as between two filesystems."""
+    real_noreplace, real_replace = moves.rename_noreplace, os.replace
+
+    def across(src, dst):
+        return os.path.dirname(os.path.abspath(src)) != os.path.dirname(os.path.abspath(dst))
+
+    def noreplace(src, dst):
+        if across(src, dst):
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), src, None, dst)
+        real_noreplace(src, dst)
+
+    def replace(src, dst, **kwargs):
+        if across(src, dst):
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), src, None, dst)
+        real_replace(src, dst, **kwargs)
+
+    moves.rename_noreplace, os.replace = noreplace, replace
+    try:
+        yield
+    finally:
+        moves.rename_noreplace, os.replace = real_noreplace, real_replace
+
+
+class Scene:
+    """One operation on one file: where the source lives, where the target lands."""
+
+    def __init__(self, tmp_path, op: str, fs: str, size: int, rng: random.Random):
+        self.op, self.fs, self.rng = op, fs, rng
+        self.folders = make_folders(tmp_path / "root")
+        if fs == "exdev_real":
+            self.incoming = os.path.join("/dev/shm", f"core4-crash-{uuid.uuid4().hex[:8]}")
+        else:
+            self.incoming = str(tmp_path / "root" / "incoming")
+        os.makedirs(self.incoming, exist_ok=True)
+        self.name = "data file-ü.csv"
+        self.source = os.path.join(self.incoming, self.name)
+        # Text-like content (compresses like real data), different per scene.
+        seed = rng.randbytes(4096)
+        self.content = (seed.hex().encode() * (size // 8192 + 1))[:size]
+        self.sha = None
+        self.roots = [self.incoming, self.folders.transfer, self.folders.proc, self.folders.archive]
+        self.target_root = {
+            "transfer": self.folders.transfer, "proc": self.folders.proc,
+        }.get(op, self.folders.archive)
+
+    def reset(self) -> None:
+        for root in self.roots:
+            shutil.rmtree(root, ignore_errors=True)
+        os.makedirs(self.incoming, exist_ok=True)
+        with open(self.source, "wb") as handle:
+            handle.write(self.content)
+        os.utime(self.source, (1_600_000_000, 1_600_000_000))
+        self.sha = self.sha or sha256_file(self.source)
+
+    def move(self) -> str:
+        f = self.folders
+        if self.op == "transfer":
+            return f.move_transfer(self.source)
+        if self.op == "proc":
+            return f.move_proc(self.source)
+        return f.move_archive(self.source, compress=self.op == "archive", run_id="r1", started=STARTED)
+
+    @contextlib.contextmanager
+    def environment(self):
+        with forced_exdev() if self.fs == "exdev_forced" else contextlib.nullcontext():
+            yield
+
+    def cleanup(self) -> None:
+        for root in self.roots:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _child(scene: Scene, kill_at: int | None, report_fd: int) -> None:
+    """Runs in the forked child; never returns."""
+    try:
+        events = 0
+
+        def local(frame, event, arg):
+            nonlocal events
+            if event == "line":
+                events += 1
+                if events == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return local
+
+        def global_trace(frame, event, arg):
+            return local if frame.f_code.co_filename in TRACED else None
+
+        with scene.environment():
+            os.write(report_fd, b"R")
+            started = time.monotonic()
+            if kill_at is not None:
+                sys.settrace(global_trace)
+            scene.move()
+            sys.settrace(None)
+            os.write(report_fd, f"{events} {time.monotonic() - started}\n".encode())
+        os._exit(0)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        os._exit(3)
+
+
+def run_child(scene: Scene, kill_at: int | None = None, kill_after: float | None = None):
+    """Fork a child moving the scene's file; returns (killed, events, seconds)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _child(scene, kill_at, write_fd)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb") as pipe:
+            ready = pipe.read(1)
+            if ready == b"R" and kill_after is not None:
+                time.sleep(kill_after)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            rest = pipe.read().decode()
+    finally:
+        _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL
+        return True, None, None
+    assert os.WEXITSTATUS(status) == 0, f"the move failed in the child (exit {os.WEXITSTATUS(status)})"
+    events, seconds = rest.split()
+    return False, int(events), float(seconds)
+
+
+def check_after_kill(scene: Scene, where: str) -> None:
+    """Every byte at the source or complete at the target; nothing partial is visible."""
+    source_there = os.path.exists(scene.source)
+    if source_there:
+        assert sha256_file(scene.source) == scene.sha, f"{where}: the source was changed"
+        count("files checked")
+    visible = [p for root in scene.roots for p in visible_files(root)]
+    targets = [p for p in visible if p != scene.source]
+    for path in targets:
+        assert os.path.dirname(path) != scene.incoming, f"{where}: unexpected visible file {path}"
+        assert content_sha256(path) == scene.sha, f"{where}: visible but incomplete: {path}"
+        count("files checked")
+    assert len(targets) <= 1, f"{where}: more than one copy: {targets}"
+    if not (source_there or targets):
+        count("files lost")
+        pytest.fail(f"{where}: the data is neither at the source nor at the target")
+
+
+def check_next_move(scene: Scene, where: str) -> None:
+    """The next move of the same file succeeds; afterwards one complete copy, no leftovers."""
+    if os.path.exists(scene.source):
+        with scene.environment():
+            final = scene.move()
+        assert os.path.isfile(final), where
+    assert not os.path.exists(scene.source), f"{where}: the source is still there"
+    (target,) = visible_files(scene.target_root)
+    assert content_sha256(target) == scene.sha, f"{where}: {target} is not complete"
+    # Whatever hidden leftovers the kill made, the sweep removes them (and only them).
+    sweep(scene.roots, older_than=0, apply=True)
+    leftovers = [p for root in scene.roots for p in hidden_files(root)]
+    assert leftovers == [], f"{where}: the sweep left {leftovers}"
+    assert visible_files(scene.target_root) == [target]
+
+
+def kill_campaign(tmp_path, op: str, fs: str, size_name: str, kills: int) -> None:
+    if fs == "exdev_real" and not _shm_is_another_filesystem(tmp_path):
+        pytest.skip("/dev/shm is not a separate writable filesystem here (exdev_forced covers EXDEV)")
+    rng = random.Random(f"{SEED}-{op}-{fs}-{size_name}")
+    scene = Scene(tmp_path, op, fs, SIZES[size_name], rng)
+    try:
+        scene.reset()
+        killed, events, seconds = run_child(scene, kill_at=10**9)  # calibration: a whole traced move
+        assert not killed and events > 0
+        check_next_move(scene, "uninterrupted move")
+        landed = attempts = 0
+        while landed < kills:
+            attempts += 1
+            assert attempts < kills * 5, "kills do not land"
+            scene.reset()
+            timed = size_name == "large" and attempts % 2 == 0
+            if timed:
+                delay = rng.uniform(0, seconds * 1.1)
+                killed, _, _ = run_child(scene, kill_after=delay)
+                where = f"{op}/{fs}/{size_name}: SIGKILL after {delay:.3f}s (seed {SEED})"
+            else:
+                point = rng.randint(1, events)
+                killed, _, _ = run_child(scene, kill_at=point)
+                where = f"{op}/{fs}/{size_name}: SIGKILL at line event {point}/{events} (seed {SEED})"
+            landed += killed
+            count("kills injected", int(killed))
+            check_after_kill(scene, where)
+            check_next_move(scene, where)
+    finally:
+        scene.cleanup()
+
+
+def _default_kills(op: str, size_name: str) -> int:
+    return 2 if size_name == "small" and op in ("transfer", "archive") else 1
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("op, fs, size_name", COMBOS)
+def test_kill_during_move(tmp_path, op, fs, size_name):
+    kill_campaign(tmp_path, op, fs, size_name, _default_kills(op, size_name))
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not STRESS, reason="stress size: make test-stress (CORE4_STRESS=1)")
+@pytest.mark.parametrize("op, fs, size_name", COMBOS)
+def test_kill_during_move_stress(tmp_path, op, fs, size_name):
+    kill_campaign(tmp_path, op, fs, size_name, 10)
