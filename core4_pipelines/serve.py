@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 from core4_pipelines.claims import pending_batches, scan_ready
 from core4_pipelines.errors import PipelineError
 from core4_pipelines.instance import instance_environment, write_instance
+from core4_pipelines.limits import collect_job_limits
 from core4_pipelines.project import project_settings
 from core4_pipelines.workspace import write_workspace
 from core4_resources.config import Settings, mask_url
@@ -56,7 +57,10 @@ def serve(settings: Settings, host: str, port: int, say: Callable[[str], None] =
         env[MONGO_URL_ENV] = mongo_url
         env["CORE4_OPTION_folder__home"] = home
         env["CORE4_OPTION_folder__root"] = settings.folder.root
-        dagster_home = write_instance(settings)
+        limits, problems = collect_job_limits(home, env=env)
+        for problem in problems:
+            say(f"max_parallel not applied for {problem}")
+        dagster_home = write_instance(settings, job_limits=limits)
         env.update(instance_environment(settings))
         workspace = os.path.join(dagster_home, "workspace.yaml")
         projects, skipped = write_workspace(home, workspace)
