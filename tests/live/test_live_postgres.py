@@ -89,6 +89,9 @@ def test_sensor_to_archive_with_postgres_storage(postgres_database, tmp_path):
         flow = sensor_to_archive(stack, timeout=120)
         for run_id in flow["run_ids"]:
             assert stack.wait_for_run(run_id, 60)["status"] == "SUCCESS"
+        printed = stack.coco("config")
+        assert printed.returncode == 0, printed.stderr
+        assert "dagster.postgres_url" in printed.stdout and password not in printed.stdout + printed.stderr
         info = stack.graphql(INSTANCE_INFO)["instance"]["info"] or ""
         assert "PostgresRunStorage" in info or "postgres" in info.lower(), info[:500]
         assert password not in info

@@ -122,7 +122,9 @@ def test_wall_time_stops_an_overrunning_run(live):
     run_id = live.client().submit_job_execution("overruns_wall_time", repository_location_name="second")
     run = live.wait_for_run(run_id, 120)
     messages = live.run_messages(run_id)
-    assert run["status"] == "FAILURE", run
+    # Run monitoring cancels the run and marks it failed; the run worker, told to stop,
+    # may record the cancellation first: either way the run was stopped for its wall_time.
+    assert run["status"] in ("FAILURE", "CANCELED"), run
     assert any("maximum runtime of 3 seconds" in m for m in messages), messages[-10:]
     assert not any("woke up" in m for m in messages)
     assert run["endTime"] - run["startTime"] < 60  # the op sleeps 300 s
