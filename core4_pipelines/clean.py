@@ -25,12 +25,17 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import dagster as dg
 
-from core4_pipelines.claims import BATCH_DIR, STAGING_SUFFIX, STALE_STAGING_SECONDS, is_batch_id
+from core4_pipelines.claims import (
+    BATCH_DIR,
+    STAGING_SUFFIX,
+    STALE_STAGING_SECONDS,
+    is_batch_id,
+)
 from core4_resources.errors import Core4Error
 from core4_resources.folders import FolderResource
 from core4_resources.moves import (
@@ -41,8 +46,8 @@ from core4_resources.moves import (
 )
 
 DEFAULT_OLDER_THAN = 3600.0
-PARTIAL_COPY = re.compile(r"^\..+\.(?:[0-9a-f]{12}|[0-9]+\.download)\.part$", re.S)
-MOVE_MARKER = re.compile(r"^\..+\.[0-9a-f]{8}" + re.escape(MOVE_MARKER_SUFFIX) + "$", re.S)
+PARTIAL_COPY = re.compile(r"^\..+\.(?:[0-9a-f]{12}|[0-9]+\.download)\.part$", re.DOTALL)
+MOVE_MARKER = re.compile(r"^\..+\.[0-9a-f]{8}" + re.escape(MOVE_MARKER_SUFFIX) + "$", re.DOTALL)
 
 
 @dataclass

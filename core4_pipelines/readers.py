@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 from typing import Iterator
 
@@ -28,6 +29,37 @@ def _bounded_lines(handle, path: str) -> Iterator[str]:
                 "not a line-oriented text file this reader accepts"
             )
         yield line
+
+
+def _decode_error_position(path: str, encoding: str) -> tuple[int, int, int] | None:
+    """(line, byte in that line, byte offset) of the first bytes that are not ``encoding``.
+
+    The text reader decodes ahead in blocks, so it cannot tell the line itself;
+    this reads the file once more in binary, streamed, only when that happened.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    offset = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                # exc.object is what the decoder held back from earlier blocks plus this one.
+                offset = offset + len(block) - len(exc.object) + exc.start
+                break
+            offset += len(block)
+        else:
+            return None
+    line, line_start, position = 1, 0, 0
+    with open(path, "rb") as handle:
+        while position < offset:
+            block = handle.read(min(1 << 16, offset - position))
+            line += block.count(b"\n")
+            last = block.rfind(b"\n")
+            if last >= 0:
+                line_start = position + last + 1
+            position += len(block)
+    return line, offset - line_start + 1, offset
 
 
 def _convert(value: str):
@@ -72,8 +104,8 @@ def read_csv(path: str, *, delimiter: str = ",", encoding: str = "utf-8") -> Ite
                     )
                 yield {name: _convert(value) for name, value in zip(header, row)}
     except UnicodeDecodeError as exc:
-        raise RecordError(
-            f"{path}: after line {line}: not {encoding} text ({exc.reason} at byte {exc.start} of a block)"
-        ) from exc
+        where = _decode_error_position(path, encoding)
+        at = f"line {where[0]}, byte {where[1]} (offset {where[2]})" if where else f"after line {line}"
+        raise RecordError(f"{path}: {at}: not {encoding} text ({exc.reason})") from exc
     except csv.Error as exc:
         raise RecordError(f"{path}: line {line + 1}: {exc}") from exc

@@ -345,10 +345,10 @@ class FolderResource(dg.ConfigurableResource):
                 f"on_conflict={on_conflict!r} is not one of {', '.join(map(repr, CONFLICT_POLICIES))}"
             )
         name = os.path.basename(source) + ".gz"
-        make_dirs(folder, FOLDER_MODE)
         finished = finish_interrupted_move(source)
         if finished is not None:
             return finished
+        make_dirs(folder, FOLDER_MODE)
         mtime = int(os.stat(source).st_mtime)
 
         def gzip_into(src, raw) -> None:

@@ -210,10 +210,10 @@ def safe_move(
     _check_name(name, source)
     if not os.path.lexists(source):
         raise SourceMissingError(f"source {source} does not exist; nothing was moved")
-    target_dir = make_dirs(target_dir, mode)
     finished = finish_interrupted_move(source)
     if finished is not None:
         return finished
+    target_dir = make_dirs(target_dir, mode)
     try:
         return install_file(source, target_dir, name, on_conflict)
     except OSError as exc:

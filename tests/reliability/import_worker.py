@@ -10,11 +10,11 @@ import json
 import sys
 
 import dagster as dg
+from reliability_support import make_folders
 
 from core4_pipelines.jobs import import_job, import_run_config
 from core4_pipelines.readers import read_csv
 from core4_resources.mongo import MongoResource
-from reliability_support import make_folders
 
 
 def main(settings_path: str) -> int:

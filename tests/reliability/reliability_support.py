@@ -123,7 +123,7 @@ def archived(folders: FolderResource) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for path in visible_files(folders.archive_folder()):
         name = os.path.basename(path)
-        found.setdefault(name[:-3] if name.endswith(".gz") else name, []).append(path)
+        found.setdefault(name.removesuffix(".gz"), []).append(path)
     return found
 
 

@@ -17,15 +17,26 @@ import time
 
 import dagster as dg
 import pytest
+from reliability_support import (
+    JOB,
+    archived,
+    claim_all,
+    content_sha256,
+    count,
+    csv_rows,
+    failure_text,
+    make_folders,
+    put,
+    run_import,
+    sha256_file,
+    visible_files,
+    walk_files,
+)
 
 from core4_pipelines.claims import batch_files, batch_root, claim_batches, scan_ready
 from core4_pipelines.sensors import proc_folder_sensor
 from core4_resources import moves
 from core4_resources.errors import FolderError
-from reliability_support import (
-    JOB, archived, claim_all, content_sha256, count, csv_rows, failure_text, make_folders, put, run_import,
-    sha256_file, visible_files, walk_files,
-)
 
 READER_RSS_LIMIT_KB = 64 * 1024
 
@@ -102,8 +113,7 @@ def test_a_1gb_single_line_file_is_refused_in_bounded_memory(rfolders, mongo, tm
     try:
         with open(path, "wb") as handle:
             handle.write(b"id,value\n")
-            for _ in range(size // len(block)):
-                handle.write(block)
+            handle.writelines(block for _ in range(size // len(block)))
         os.utime(path, (time.time() - 60,) * 2)
         measured = subprocess.run([sys.executable, "-c", READ_AND_MEASURE, path], capture_output=True,
                                   text=True, timeout=240)

@@ -10,15 +10,24 @@ import subprocess
 import sys
 
 import pytest
+from reliability_support import (
+    archived,
+    claim_all,
+    content_sha256,
+    count,
+    csv_rows,
+    failure_text,
+    put,
+    run_import,
+    sha256_file,
+    walk_files,
+)
 
 from core4_pipelines.jobs import import_job
 from core4_pipelines.project import discover_projects
 from core4_pipelines.readers import read_csv
 from core4_resources.embedded import EmbeddedMongo, free_port
 from core4_resources.mongo import MongoResource
-from reliability_support import (
-    archived, claim_all, content_sha256, count, csv_rows, failure_text, put, run_import, sha256_file, walk_files,
-)
 
 BIN = os.path.dirname(sys.executable)
 

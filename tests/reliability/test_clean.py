@@ -9,11 +9,18 @@ import time
 
 import dagster as dg
 import pytest
+from reliability_support import (
+    content_sha256,
+    csv_rows,
+    hidden_files,
+    make_folders,
+    put,
+    walk_files,
+)
 
 from core4_pipelines.clean import clean_schedule, sweep, sweep_on_sensor_start
 from core4_resources import moves
 from core4_resources.moves import hidden_temp_name, move_marker_path
-from reliability_support import content_sha256, csv_rows, hidden_files, make_folders, put, walk_files
 
 COCO = os.path.join(os.path.dirname(sys.executable), "coco")
 

@@ -10,14 +10,23 @@ import sys
 
 import dagster as dg
 import pytest
-
-from core4_pipelines.claims import batch_files, batch_root, scan_ready
-from core4_pipelines import sensors
-from core4_pipelines.sensors import proc_folder_sensor
 from reliability_support import (
-    JOB, archived, claim_all, content_sha256, count, csv_rows, make_folders, put, sha256_file,
-    visible_files, write_json,
+    JOB,
+    archived,
+    claim_all,
+    content_sha256,
+    count,
+    csv_rows,
+    make_folders,
+    put,
+    sha256_file,
+    visible_files,
+    write_json,
 )
+
+from core4_pipelines import sensors
+from core4_pipelines.claims import batch_files, batch_root, scan_ready
+from core4_pipelines.sensors import proc_folder_sensor
 
 WORKER = os.path.join(os.path.dirname(__file__), "import_worker.py")
 FILES = 10_000
@@ -113,6 +122,9 @@ def test_two_imports_into_one_collection_do_not_interfere(tmp_path, mongo):
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # The instance exists before the two workers open it (two first openings race to create tables).
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)
     roots = {"a": tmp_path / "a", "b": tmp_path / "b"}
     originals, batches = {}, {}
     for key, root in roots.items():

@@ -8,7 +8,6 @@ file's insert, between files, or while a file is being archived.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -18,15 +17,26 @@ import time
 
 import dagster as dg
 import pytest
+from reliability_support import (
+    STRESS,
+    archived,
+    content_sha256,
+    count,
+    csv_rows,
+    hidden_files,
+    make_folders,
+    put,
+    run_import,
+    sha256_file,
+    visible_files,
+    walk_files,
+    write_json,
+)
 
 from core4_pipelines.clean import sweep
 from core4_pipelines.jobs import import_job
 from core4_pipelines.readers import read_csv
 from core4_pipelines.sensors import proc_folder_sensor
-from reliability_support import (
-    STRESS, archived, content_sha256, count, csv_rows, hidden_files, make_folders, put, run_import,
-    sha256_file, visible_files, walk_files, write_json,
-)
 
 WORKER = os.path.join(os.path.dirname(__file__), "import_worker.py")
 FILES = 10
@@ -63,7 +73,7 @@ def check_nothing_lost(folders, originals: dict[str, str], where: str) -> None:
     claimed = [p for p in walk_files(folders.proc_folder()) if not os.path.basename(p).startswith(".")]
     for path in claimed + visible_files(folders.archive_folder()):
         name = os.path.basename(path)
-        name = name[:-3] if name.endswith(".gz") else name
+        name = name.removesuffix(".gz")
         assert content_sha256(path) == originals[name], f"{where}: {path} is incomplete"
         seen[name] = seen.get(name, 0) + 1
         count("files checked")
@@ -85,7 +95,7 @@ def one_round(tmp_path, mongo, dagster_home, rng: random.Random, round_no: int) 
     target = mongo.collection(collection)
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         requests = evaluate(sensor, folders, instance)
-        assert [len(r.tags) for r in requests] and len(requests) == 2
+        assert len(requests) == 2
         first = requests[0].run_key
         worker = start_worker(tmp_path, dagster_home, {
             "root": str(tmp_path / f"round{round_no}"), "mongo_url": mongo.mongo_url,
@@ -147,7 +157,7 @@ def import_kill_campaign(tmp_path, mongo, dagster_home, kills: int) -> None:
 
 @pytest.mark.timeout(300)
 def test_kill_import_mid_batch(tmp_path, mongo, dagster_home):
-    import_kill_campaign(tmp_path, mongo, dagster_home, kills=2)
+    import_kill_campaign(tmp_path, mongo, dagster_home, kills=1)
 
 
 @pytest.mark.stress

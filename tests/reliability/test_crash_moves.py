@@ -23,15 +23,23 @@ import signal
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
+from reliability_support import (
+    STRESS,
+    content_sha256,
+    count,
+    hidden_files,
+    make_folders,
+    sha256_file,
+    visible_files,
+)
 
 from core4_pipelines.clean import sweep
 from core4_resources import moves
-from reliability_support import STRESS, content_sha256, count, hidden_files, make_folders, sha256_file, visible_files
 
-STARTED = datetime(2024, 3, 5, 14, 7, tzinfo=timezone.utc)
+STARTED = datetime(2024, 3, 5, 14, 7, tzinfo=UTC)
 OPERATIONS = ("transfer", "proc", "archive", "archive_plain")
 FILESYSTEMS = ("same", "exdev_forced", "exdev_real")
 SIZES = {"small": 40_000, "large": 20 * 1024 * 1024 + 12_345}
@@ -260,3 +268,29 @@ def test_kill_during_move(tmp_path, op, fs, size_name):
 @pytest.mark.parametrize("op, fs, size_name", COMBOS)
 def test_kill_during_move_stress(tmp_path, op, fs, size_name):
     kill_campaign(tmp_path, op, fs, size_name, 10)
+
+
+def test_archiving_again_after_a_kill_finishes_the_first_archive(tmp_path, monkeypatch):
+    """Killed between installing the .gz and removing the source; the re-executed run (a new run id,
+    so a new stamp folder) archives the same source again: the first archive is kept, no second one."""
+    folders = make_folders(tmp_path / "root")
+    source = os.path.join(tmp_path, "root", "proc", "demo", ".batch", "20240101T000000-0123abcd", "a.csv")
+    os.makedirs(os.path.dirname(source))
+    with open(source, "wb") as handle:
+        handle.write(b"id\n1\n")
+
+    def killed(path):
+        raise SystemExit("killed right after the rename")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(moves, "fsync_dir", killed)
+        with pytest.raises(SystemExit):
+            folders.move_archive(source, run_id="first-run", started=STARTED)
+    assert os.path.exists(source)
+    final = folders.move_archive(source, run_id="second-run", started=STARTED)
+    assert "first-run" in final and not os.path.exists(source)
+    assert [os.path.relpath(p, folders.archive) for p in visible_files(folders.archive)] == [
+        os.path.join("demo", "2024", "03", "05", "first-run", "a.csv.gz")
+    ]
+    assert hidden_files(os.path.dirname(source)) == []
+    assert not os.path.exists(os.path.join(folders.archive, "demo", "2024", "03", "05", "second-run"))

@@ -9,6 +9,16 @@ import sys
 
 import dagster as dg
 import pytest
+from reliability_support import (
+    JOB,
+    claim_all,
+    count,
+    csv_rows,
+    event_log_text,
+    failure_text,
+    put,
+    run_import,
+)
 
 from core4_pipelines.jobs import download_to_proc, import_run_config
 from core4_pipelines.sensors import proc_folder_sensor
@@ -17,7 +27,6 @@ from core4_resources.embedded import free_port
 from core4_resources.errors import FolderError
 from core4_resources.folders import safe_move
 from core4_resources.mongo import MongoResource
-from reliability_support import JOB, claim_all, count, csv_rows, event_log_text, failure_text, put, run_import
 
 SECRET = "S3cret-pw"
 SECRET_URL = f"mongodb://core4:{SECRET}@127.0.0.1:{free_port()}/?authSource=admin"
@@ -145,7 +154,7 @@ def test_serve_binds_the_ui_to_loopback_by_default(tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr(serve.subprocess, "Popen", record)
     assert cli.main(["serve"]) == 0
-    ((command, env),) = started
+    ((command, _env),) = started
     assert command[command.index("-h") + 1] == "127.0.0.1"
     assert command[1] == "dev"
     printed = capsys.readouterr()
