@@ -35,7 +35,9 @@ def describe(folder: str, name: str) -> dict:
         }
     except Exception as exc:  # any failure of the project's code is the answer
         lines = traceback.format_exception_only(type(exc), exc)
-        return {"ok": False, "error": "".join(lines).strip()}
+        # One line, so `coco projects` stays a table (a SyntaxError spans several lines).
+        text = " | ".join(line.strip() for line in "".join(lines).splitlines() if line.strip())
+        return {"ok": False, "error": text}
 
 
 def inspect_in_subprocess(python: str, folder: str, name: str, env: dict | None = None, timeout: float = 120) -> dict:

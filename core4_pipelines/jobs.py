@@ -7,6 +7,8 @@ document, and the file is archived only once its records are written.
 """
 
 
+import contextlib
+import fcntl
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -56,14 +58,45 @@ def record_id(batch_id: str, name: str, position: int) -> str:
 
 
 def _records_with_ids(read: Reader, path: str, batch_id: str, name: str):
+    # A reader's own _ids are checked for repeats within the file: the import ignores
+    # duplicate keys (they are an earlier attempt's writes), so a repeat inside one
+    # file would otherwise vanish silently.
+    own_ids: dict[str, int] = {}
     for position, record in enumerate(read(path)):
         if not isinstance(record, Mapping):
             raise RecordError(
                 f"{path}: record {position} is a {type(record).__name__}, expected a mapping"
             )
         document = dict(record)
-        document.setdefault("_id", record_id(batch_id, name, position))
+        if "_id" in document:
+            first = own_ids.setdefault(repr(document["_id"]), position)
+            if first != position:
+                raise RecordError(f"{path}: record {position}: _id {document['_id']!r} repeats record {first}")
+        else:
+            document["_id"] = record_id(batch_id, name, position)
         yield document
+
+
+@contextlib.contextmanager
+def _batch_lock(folder: str, batch_id: str):
+    """Hold the batch for this run: a second run of the same batch (a re-execution
+    started while the first still runs) is refused with a clear message."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:  # already imported: nothing to hold
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise dg.Failure(
+                f"batch {batch_id} is being imported by another run; wait for it to finish",
+                allow_retries=False,
+            ) from None
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _remove_partial(mongo: MongoResource, collection: str, batch_id: str, name: str, run_id: str):
@@ -162,34 +195,35 @@ def import_job(
         if not is_batch_id(config.batch_id):
             raise dg.Failure(f"run config batch_id {config.batch_id!r} is not a batch id", allow_retries=False)
         folder = batch_path(folders.proc_folder(config.base), config.batch_id)
-        names = batch_files(folder)
-        if not names:
-            context.log.info(f"batch {config.batch_id}: nothing left to import in {folder}")
-        else:
-            set_sources(names)  # lineage: the run lists every file it imports
-        outcomes: list[FileOutcome] = []
-        for file_name in names:
-            outcome = import_one_file(
-                os.path.join(folder, file_name),
-                read=read,
-                collection=collection,
-                folders=folders,
-                mongo=mongo,
-                batch_id=config.batch_id,
-                run_id=context.run_id,
-                base=config.base,
-            )
-            outcomes.append(outcome)
-            if outcome.error is None:
-                context.log_event(
-                    _file_event(folders.project, collection, context.run_id, config.batch_id, outcome)
-                )
+        with _batch_lock(folder, config.batch_id):
+            names = batch_files(folder)
+            if not names:
+                context.log.info(f"batch {config.batch_id}: nothing left to import in {folder}")
             else:
-                context.log.error(f"{file_name} moved to {outcome.archive}: {outcome.error}")
-        try:
-            os.rmdir(folder)
-        except OSError:  # already gone, or something unexpected is left: keep it visible
-            pass
+                set_sources(names)  # lineage: the run lists every file it imports
+            outcomes: list[FileOutcome] = []
+            for file_name in names:
+                outcome = import_one_file(
+                    os.path.join(folder, file_name),
+                    read=read,
+                    collection=collection,
+                    folders=folders,
+                    mongo=mongo,
+                    batch_id=config.batch_id,
+                    run_id=context.run_id,
+                    base=config.base,
+                )
+                outcomes.append(outcome)
+                if outcome.error is None:
+                    context.log_event(
+                        _file_event(folders.project, collection, context.run_id, config.batch_id, outcome)
+                    )
+                else:
+                    context.log.error(f"{file_name} moved to {outcome.archive}: {outcome.error}")
+            try:
+                os.rmdir(folder)
+            except OSError:  # already gone, or something unexpected is left: keep it visible
+                pass
         failed = [o for o in outcomes if o.error]
         summary = {
             "batch": config.batch_id,

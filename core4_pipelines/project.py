@@ -91,7 +91,45 @@ def discover_projects(home: str) -> tuple[list[ProjectInfo], list[str]]:
             skipped.append(found)
         else:
             projects.append(found)
-    return projects, skipped
+    return _refuse_clashing_names(projects, skipped)
+
+
+def _refuse_clashing_names(projects: list[ProjectInfo], skipped: list[str]):
+    """Names differing only in case share folders (case-insensitive filesystems) and a
+    MongoDB database; a name that is also an installed module hides it from Dagster."""
+    by_key: dict[str, list[ProjectInfo]] = {}
+    for project in projects:
+        by_key.setdefault(project.name.casefold(), []).append(project)
+    kept = []
+    for group in by_key.values():
+        if len(group) > 1:
+            names = ", ".join(p.name for p in group)
+            skipped.extend(f"{p.folder}: project names {names} differ only in case; rename one" for p in group)
+            continue
+        project = group[0]
+        installed = _installed_module_origin(project)
+        if installed:
+            skipped.append(
+                f"{project.folder}: {project.name!r} is also an installed module ({installed}); "
+                "a code location would hide it: rename the project"
+            )
+            continue
+        kept.append(project)
+    return sorted(kept, key=lambda p: p.name), skipped
+
+
+def _installed_module_origin(project: ProjectInfo) -> str | None:
+    try:
+        spec = importlib.util.find_spec(project.name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    origin = spec.origin or next(iter(spec.submodule_search_locations or []), None)
+    if origin is None:  # a namespace package: nothing to hide
+        return None
+    inside = os.path.realpath(origin).startswith(os.path.realpath(project.folder) + os.sep)
+    return None if inside else origin
 
 
 def _package_yaml(project: str) -> str | None:

@@ -13,6 +13,7 @@ from typing import Pattern
 
 import dagster as dg
 
+from core4_pipelines.clean import sweep_on_sensor_start
 from core4_pipelines.claims import claim_batches, pending_batches, scan_ready
 from core4_pipelines.jobs import BATCH_TAG, import_run_config
 from core4_resources.folders import FolderResource
@@ -76,6 +77,11 @@ def proc_folder_sensor(
     )
     def proc_sensor(context: dg.SensorEvaluationContext, folders: FolderResource):
         proc = folders.proc_folder(base)
+        # Leftovers of crashed moves (hidden .part files, empty batch folders) are swept on
+        # the first tick in this process and then hourly.
+        swept = sweep_on_sensor_start(folders, base)
+        if swept is not None and (swept.items or swept.errors):
+            context.log.info(f"swept {proc}: {swept.summary()}")
         pending = pending_batches(proc)
         runs = _runs_by_batch(_instance_or_none(context), [b.batch_id for b in pending])
         requests = []

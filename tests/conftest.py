@@ -20,6 +20,18 @@ def isolated_config(monkeypatch, tmp_path_factory):
     return empty
 
 
+@pytest.fixture(autouse=True)
+def no_stale_defs_state_storage():
+    """Dagster 1.13's DagsterInstance.__exit__ leaves its DefsStateStorage in a context variable;
+    once that instance is garbage collected, resolving any Definitions in this process fails with
+    "Attempted to resolve undefined DagsterInstance weakref". Each test starts without it."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    token = _current_storage.set(None)
+    yield
+    _current_storage.reset(token)
+
+
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory):
     """The real embedded MongoDB-wire server, over TCP on 127.0.0.1, stopped at the end."""

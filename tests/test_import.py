@@ -167,3 +167,21 @@ def test_failed_download_leaves_nothing_visible(folders):
         download_to_proc(folders, "y.csv", fail)
     assert folders.list_transfer() == [] and folders.list_proc() == []
     assert [n for _, _, names in os.walk(folders.transfer_folder()) for n in names] == []
+
+
+def test_a_second_run_of_a_batch_being_imported_is_refused(folders, mongo):
+    import fcntl
+
+    put(folders.proc_folder(), "a.csv", csv_rows(2))
+    batch_id = claim(folders)
+    folder = os.path.join(batch_root(folders.proc_folder()), batch_id)
+    held = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the first run, still importing
+        result = run(folders, mongo, batch_id)
+    finally:
+        os.close(held)
+    assert not result.success
+    assert "being imported by another run" in str(result.failure_data_for_node("import_things_batch").error)
+    assert os.listdir(folder) == ["a.csv"]
+    assert mongo.collection("things").count_documents({}) == 0

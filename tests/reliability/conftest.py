@@ -24,13 +24,3 @@ def rfolders(tmp_path):
     return make_folders(tmp_path / "root")
 
 
-@pytest.fixture(autouse=True)
-def no_stale_defs_state_storage():
-    """Dagster 1.13's DagsterInstance.__exit__ leaves its DefsStateStorage in a context variable;
-    once that instance is garbage collected, resolving any Definitions in this process fails with
-    "Attempted to resolve undefined DagsterInstance weakref". Each test starts without it."""
-    from dagster._core.storage.defs_state.base import _current_storage
-
-    token = _current_storage.set(None)
-    yield
-    _current_storage.reset(token)

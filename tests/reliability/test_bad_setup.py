@@ -102,7 +102,6 @@ def test_broken_projects_are_reported_and_do_not_stop_the_others(tmp_path):
     assert {"good", "syntax", "nodefs"} <= set(workspace.read_text().split())
 
 
-@pytest.mark.xfail(strict=True, reason="needs the same-name rule in project.discover_projects (see docs/reliability.md)")
 def test_two_projects_whose_names_differ_only_in_case_are_both_refused(tmp_path):
     # One home cannot hold two folders of one name. Names that differ only in case would
     # share proc/<name> on a case-insensitive filesystem and a MongoDB database (database
@@ -117,7 +116,6 @@ def test_two_projects_whose_names_differ_only_in_case_are_both_refused(tmp_path)
     assert len(skipped) == 2 and all("differ only in case" in reason for reason in skipped)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the same-name rule in project.discover_projects (see docs/reliability.md)")
 def test_a_project_named_like_an_installed_package_is_refused(tmp_path):
     # A code location imports <name>.definitions with the project folder first on sys.path:
     # a project called "yaml" would hide PyYAML from Dagster itself.
@@ -197,7 +195,6 @@ def test_mongodb_going_away_mid_import_fails_the_run_and_the_retry_imports_once(
         server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="needs the duplicate-_id check in jobs._records_with_ids (see docs/reliability.md)")
 def test_a_reader_yielding_a_duplicate_id_is_a_clear_error(rfolders, mongo):
     count("bad inputs tried")
 
