@@ -9,7 +9,7 @@ import os
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bench import RESULTS_DIR, SMOKE_RESULTS_DIR, Row, machine, megabytes, seconds
 
@@ -57,7 +57,7 @@ def run_one(name: str, smoke: bool) -> dict:
         "benchmark": name,
         "title": module.TITLE,
         "mode": "smoke" if smoke else "full",
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_s": None,
         "machine": machine(),
         "rows": [],
@@ -66,7 +66,7 @@ def run_one(name: str, smoke: bool) -> dict:
     try:
         rows: list[Row] = module.run(smoke)
         result["rows"] = [row.as_dict() for row in rows]
-    except Exception:  # recorded in the JSON and the table; the other benchmarks still run
+    except Exception:  # noqa: BLE001 -- recorded in the JSON and the table; the others still run
         result["error"] = traceback.format_exc()
     result["duration_s"] = time.perf_counter() - started
     return result
@@ -81,6 +81,14 @@ def write_json(folder: str, result: dict) -> str:
         handle.write("\n")
     os.replace(partial, path)
     return path
+
+
+def read_json(folder: str, name: str) -> dict | None:
+    try:
+        with open(os.path.join(folder, f"{name}.json"), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         if result["error"]:
             print(result["error"], file=sys.stderr)
         print(f"   {result['duration_s']:.0f} s, written to {path}\n", flush=True)
-    lines = table_lines(results)
-    print("\n".join(lines))
-    if not args.only:
-        with open(os.path.join(folder, "table.md"), "w", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
+    print("\n".join(table_lines(results)))
+    # The combined table holds the latest result of every benchmark, also after --only.
+    latest = [r for r in (read_json(folder, name) for name in BENCHMARKS) if r is not None]
+    with open(os.path.join(folder, "table.md"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(table_lines(latest)) + "\n")
     return 1 if any(result["error"] for result in results) else 0
 
 

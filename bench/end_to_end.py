@@ -114,10 +114,10 @@ def run_summary(dagster_home: str, location: str) -> dict:
 
 
 def run(smoke: bool) -> list[Row]:
-    from core4_resources.embedded import EmbeddedMongo
-    from bench.live import write_project
-
     import pymongo
+
+    from bench.live import write_project
+    from core4_resources.embedded import EmbeddedMongo
 
     files, sample = (SMOKE_FILES, SMOKE_SAMPLE) if smoke else (FILES, SAMPLE)
     content, records_per_file = csv_bytes(FILE_BYTES)

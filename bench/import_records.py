@@ -17,7 +17,15 @@ import time
 
 import dagster as dg
 
-from bench import Row, at_least, csv_records, folder_resource, interleaved, scratch, write_files
+from bench import (
+    Row,
+    at_least,
+    csv_records,
+    folder_resource,
+    interleaved,
+    scratch,
+    write_files,
+)
 
 NAME = "import_records"
 TITLE = "import of records (parse, stamp, insert, archive), vs raw insert_many"

@@ -13,15 +13,23 @@ import os
 import shutil
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from bench import Row, at_least, csv_bytes, folder_resource, interleaved, scratch, write_files
+from bench import (
+    Row,
+    at_least,
+    csv_bytes,
+    folder_resource,
+    interleaved,
+    scratch,
+    write_files,
+)
 
 NAME = "move_archive"
 TITLE = "move_archive (gzip 6), vs Python gzip level 6 on the same bytes"
 CASES = ((1_000, 50 * 1024), (1, 50 * 2**20))
 SMOKE_CASES = ((20, 50 * 1024), (1, 2 * 2**20))
-STARTED = datetime(2024, 1, 31, 12, 0, tzinfo=timezone.utc)
+STARTED = datetime(2024, 1, 31, 12, 0, tzinfo=UTC)
 
 
 def gzip_file(source: str, target: str) -> None:
@@ -53,64 +61,63 @@ def flush_costs(folder: str, samples: int = 50) -> dict[str, float]:
     return {"fsync_file_ms": statistics.median(file_ms), "fsync_folder_ms": statistics.median(folder_ms)}
 
 
-def run(smoke: bool) -> list[Row]:
-    rows = []
-    for count, size in SMOKE_CASES if smoke else CASES:
-        content, _ = csv_bytes(size)
-        names = [f"reading-{i:05d}.csv" for i in range(count)]
-        with scratch(NAME) as root:
-            folders = folder_resource(root)
-            incoming = os.path.join(root, "incoming")
-            plain = os.path.join(root, "plain-archive")
-            paths = [os.path.join(incoming, name) for name in names]
+def measure(count: int, size: int, smoke: bool) -> Row:
+    content, _ = csv_bytes(size)
+    names = [f"reading-{i:05d}.csv" for i in range(count)]
+    with scratch(NAME) as root:
+        folders = folder_resource(root)
+        incoming = os.path.join(root, "incoming")
+        plain = os.path.join(root, "plain-archive")
+        paths = [os.path.join(incoming, name) for name in names]
 
-            def refill(target: str):
-                def prepare():
-                    shutil.rmtree(target, ignore_errors=True)
-                    os.makedirs(target)
-                    write_files(incoming, names, content)
+        def refill(target: str):
+            def prepare():
+                shutil.rmtree(target, ignore_errors=True)
+                os.makedirs(target)
+                write_files(incoming, names, content)
 
-                return prepare
+            return prepare
 
-            def ours():
-                for path in paths:
-                    folders.move_archive(path, run_id="bench-run", started=STARTED)
+        def ours():
+            for path in paths:
+                folders.move_archive(path, run_id="bench-run", started=STARTED)
 
-            def baseline():
-                for name, path in zip(names, paths):
-                    gzip_file(path, os.path.join(plain, name + ".gz"))
+        def baseline():
+            for name, path in zip(names, paths):
+                gzip_file(path, os.path.join(plain, name + ".gz"))
 
-            repeats = 2 if smoke else (5 if count > 1 else 7)
-            ours_s, baseline_s = interleaved(
-                ours, baseline, repeats,
-                prepare_ours=refill(folders.archive_folder()),
-                prepare_baseline=refill(plain),
-            )
-            archived = [n for _, _, files in os.walk(folders.archive_folder()) for n in files]
-            if len(archived) != count:
-                raise AssertionError(f"move_archive left {len(archived)} of {count} archives")
-            packed = sum(
-                os.path.getsize(os.path.join(d, n)) for d, _, files in os.walk(plain) for n in files
-            )
-            flushes = flush_costs(os.path.join(root, "fsync-probe"), 10 if smoke else 50)
-        megabytes = count * len(content) / 2**20
-        label = f"{count:,} x {len(content) // 1024:,} KB" if size < 2**20 else f"{count} x {size // 2**20} MB"
-        rows.append(
-            Row(
-                label,
-                ours_s,
-                baseline_s,
-                at_least(0.8, "throughput"),
-                ratio_kind="throughput",
-                context={
-                    "files": count,
-                    "file_bytes": len(content),
-                    "ours_mb_per_s": megabytes / statistics.median(ours_s),
-                    "baseline_mb_per_s": megabytes / statistics.median(baseline_s),
-                    "compression_ratio": packed / (count * len(content)) if packed else None,
-                    "extra_ms_per_file": 1e3 * (statistics.median(ours_s) - statistics.median(baseline_s)) / count,
-                    **flushes,
-                },
-            )
+        repeats = 2 if smoke else (5 if count > 1 else 7)
+        ours_s, baseline_s = interleaved(
+            ours, baseline, repeats,
+            prepare_ours=refill(folders.archive_folder()),
+            prepare_baseline=refill(plain),
         )
-    return rows
+        archived = [n for _, _, files in os.walk(folders.archive_folder()) for n in files]
+        if len(archived) != count:
+            raise AssertionError(f"move_archive left {len(archived)} of {count} archives")
+        packed = sum(
+            os.path.getsize(os.path.join(d, n)) for d, _, files in os.walk(plain) for n in files
+        )
+        flushes = flush_costs(os.path.join(root, "fsync-probe"), 10 if smoke else 50)
+    megabytes = count * len(content) / 2**20
+    label = f"{count:,} x {len(content) // 1024:,} KB" if size < 2**20 else f"{count} x {size // 2**20} MB"
+    return Row(
+        label,
+        ours_s,
+        baseline_s,
+        at_least(0.8, "throughput"),
+        ratio_kind="throughput",
+        context={
+            "files": count,
+            "file_bytes": len(content),
+            "ours_mb_per_s": megabytes / statistics.median(ours_s),
+            "baseline_mb_per_s": megabytes / statistics.median(baseline_s),
+            "compression_ratio": packed / (count * len(content)) if packed else None,
+            "extra_ms_per_file": 1e3 * (statistics.median(ours_s) - statistics.median(baseline_s)) / count,
+            **flushes,
+        },
+    )
+
+
+def run(smoke: bool) -> list[Row]:
+    return [measure(count, size, smoke) for count, size in (SMOKE_CASES if smoke else CASES)]

@@ -10,7 +10,6 @@ import os
 import statistics
 
 from bench import Row, at_most, folder_resource, interleaved, scratch, write_files
-
 from core4_resources.moves import rename_noreplace, safe_move
 
 NAME = "move_proc"

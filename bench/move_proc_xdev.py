@@ -20,7 +20,7 @@ import os
 import shutil
 import statistics
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 from bench import REPORT_ONLY, Row, folder_resource, interleaved, scratch, write_files
 

@@ -13,9 +13,8 @@ import statistics
 
 import dagster as dg
 
-from core4_pipelines.claims import scan_ready
-
 from bench import Row, at_most, folder_resource, interleaved, scratch
+from core4_pipelines.claims import scan_ready
 
 NAME = "sensor_tick"
 TITLE = "sensor tick, nothing to claim, vs os.scandir + stat"
@@ -58,40 +57,41 @@ def repeats_for(count: int) -> int:
     return 21 if count <= 1_000 else 11 if count <= 10_000 else 7
 
 
+def measure(sensor: dg.SensorDefinition, count: int, repeats: int) -> Row:
+    with scratch(NAME) as root, dg.DagsterInstance.ephemeral() as instance:
+        folders = folder_resource(root)
+        proc = folders.proc_folder()
+        fill(proc, count)
+
+        def ours():
+            result = evaluate(sensor, instance, folders)
+            if result.run_requests:
+                raise AssertionError("the sensor claimed files that are too young")
+
+        ours_s, baseline_s = interleaved(ours, lambda: scandir_stat(proc), repeats)
+        # Where the time goes: our scan alone, and the evaluation of an empty folder
+        # (Dagster's fixed cost per tick: context, resource initialisation).
+        scan_s, _ = interleaved(lambda: scan_ready(proc, PATTERN, 3600), lambda: None, repeats)
+        with scratch(NAME) as empty_root:
+            empty = folder_resource(empty_root)
+            fixed_s, _ = interleaved(lambda: evaluate(sensor, instance, empty), lambda: None, repeats)
+    return Row(
+        f"{count:,} files",
+        ours_s,
+        baseline_s,
+        at_most(1.5),
+        context={
+            "files": count,
+            "scan_ready_s": statistics.median(scan_s),
+            "scan_ready_ratio": statistics.median(scan_s) / statistics.median(baseline_s),
+            "empty_folder_tick_s": statistics.median(fixed_s),
+        },
+    )
+
+
 def run(smoke: bool) -> list[Row]:
-    rows = []
     sensor = make_sensor(min_age_seconds=3600)
-    for count in SMOKE_SIZES if smoke else SIZES:
-        with scratch(NAME) as root, dg.DagsterInstance.ephemeral() as instance:
-            folders = folder_resource(root)
-            proc = folders.proc_folder()
-            fill(proc, count)
-
-            def ours():
-                result = evaluate(sensor, instance, folders)
-                if result.run_requests:
-                    raise AssertionError("the sensor claimed files that are too young")
-
-            repeats = 3 if smoke else repeats_for(count)
-            ours_s, baseline_s = interleaved(ours, lambda: scandir_stat(proc), repeats)
-            # Where the time goes: our scan alone, and the evaluation of an empty folder
-            # (Dagster's fixed cost per tick: context, resource initialisation).
-            scan_s, _ = interleaved(lambda: scan_ready(proc, PATTERN, 3600), lambda: None, repeats)
-            with scratch(NAME) as empty_root:
-                empty = folder_resource(empty_root)
-                fixed_s, _ = interleaved(lambda: evaluate(sensor, instance, empty), lambda: None, repeats)
-            rows.append(
-                Row(
-                    f"{count:,} files",
-                    ours_s,
-                    baseline_s,
-                    at_most(1.5),
-                    context={
-                        "files": count,
-                        "scan_ready_s": statistics.median(scan_s),
-                        "scan_ready_ratio": statistics.median(scan_s) / statistics.median(baseline_s),
-                        "empty_folder_tick_s": statistics.median(fixed_s),
-                    },
-                )
-            )
-    return rows
+    return [
+        measure(sensor, count, 3 if smoke else repeats_for(count))
+        for count in (SMOKE_SIZES if smoke else SIZES)
+    ]
