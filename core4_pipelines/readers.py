@@ -62,10 +62,14 @@ def _decode_error_position(path: str, encoding: str) -> tuple[int, int, int] | N
     return line, offset - line_start + 1, offset
 
 
+# Every first character int() or float() can accept (digits, sign, point, blanks, inf/nan).
+_NUMBER_START = frozenset("0123456789+-. \t\n\r\f\viInN")
+
+
 def _convert(value: str):
     """Numbers become numbers; everything else stays text (empty stays "")."""
-    if value == "":
-        return value
+    if value == "" or value[0] not in _NUMBER_START:
+        return value  # cheap exit: most text cannot parse as a number
     try:
         return int(value)
     except ValueError:

@@ -98,7 +98,7 @@ def proc_folder_sensor(
                 "batches whose run failed still hold files; re-execute the run to import them: "
                 + ", ".join(waiting_failed)
             )
-        scan = scan_ready(proc, regex, min_age_seconds)
+        scan = scan_ready(proc, regex, min_age_seconds, limit=batch_size * max_batches_per_tick)
         for batch in claim_batches(proc, scan.ready, batch_size, max_batches_per_tick):
             requests.append(_request(job, batch.batch_id, len(batch.files), base))
         if requests:
