@@ -131,7 +131,7 @@ def sweep(
         return age if age is not None and age >= older_than else None
 
     for root in report.roots:
-        for folder, dirs, files in os.walk(root, topdown=False, onerror=lambda e: report.errors.append(str(e))):
+        for folder, _dirs, files in os.walk(root, topdown=False, onerror=lambda e: report.errors.append(str(e))):
             for name in files:
                 path = os.path.join(folder, name)
                 if not (PARTIAL_COPY.match(name) or MOVE_MARKER.match(name)) or os.path.islink(path):

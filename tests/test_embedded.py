@@ -100,4 +100,4 @@ def test_free_port_is_bindable_and_executable_is_found():
 
 def test_url_before_start_is_an_error(tmp_path):
     with pytest.raises(EmbeddedMongoError, match="call start"):
-        EmbeddedMongo(tmp_path / "x").url
+        EmbeddedMongo(tmp_path / "x").url  # noqa: B018 - the access itself must raise

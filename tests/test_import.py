@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
-import time
 
-import dagster as dg
 import pytest
 
 from core4_pipelines.claims import batch_root, claim_batches
