@@ -205,15 +205,7 @@ def folder_resource(root: str, project: str = "bench"):
     """A FolderResource with every folder under ``root``."""
     from core4_resources.folders import FolderResource
 
-    return FolderResource(
-        project=project,
-        root=root,
-        transfer=os.path.join(root, "transfer"),
-        proc=os.path.join(root, "proc"),
-        archive=os.path.join(root, "archive"),
-        temp=os.path.join(root, "temp"),
-        error=os.path.join(root, "error"),
-    )
+    return FolderResource.under_root(root, project)
 
 
 def machine() -> dict[str, Any]:

@@ -21,6 +21,7 @@ import time
 
 from bench import Row, at_least, at_most, csv_bytes, scratch, write_files
 from bench.live import coco_serve
+from core4_pipelines.readers import convert_field
 
 NAME = "end_to_end"
 TITLE = "end to end through coco serve (sensor -> runs -> MongoDB -> archive)"
@@ -28,17 +29,6 @@ FILES, SAMPLE = 1_000, 100
 SMOKE_FILES, SMOKE_SAMPLE = 20, 3
 FILE_BYTES = 50 * 1024
 BATCHED, PER_FILE = "e2e_batched", "e2e_per_file"
-
-
-def _convert(value: str):
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    try:
-        return float(value)
-    except ValueError:
-        return value
 
 
 def floor(paths: list[str], collection, archive: str) -> int:
@@ -49,7 +39,7 @@ def floor(paths: list[str], collection, archive: str) -> int:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle)
             header = next(reader)
-            records = [dict(zip(header, map(_convert, row))) for row in reader if row]
+            records = [dict(zip(header, map(convert_field, row))) for row in reader if row]
         collection.insert_many(records)
         written += len(records)
         with open(path, "rb") as src, gzip.open(

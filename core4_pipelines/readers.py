@@ -66,7 +66,7 @@ def _decode_error_position(path: str, encoding: str) -> tuple[int, int, int] | N
 _NUMBER_START = frozenset("0123456789+-. \t\n\r\f\viInN")
 
 
-def _convert(value: str):
+def convert_field(value: str):
     """Numbers become numbers; everything else stays text (empty stays "")."""
     if value == "" or value[0] not in _NUMBER_START:
         return value  # cheap exit: most text cannot parse as a number
@@ -106,7 +106,7 @@ def read_csv(path: str, *, delimiter: str = ",", encoding: str = "utf-8") -> Ite
                     raise RecordError(
                         f"{path}: line {line}: expected {width} fields, got {len(row)}"
                     )
-                yield {name: _convert(value) for name, value in zip(header, row)}
+                yield {name: convert_field(value) for name, value in zip(header, row)}
     except UnicodeDecodeError as exc:
         where = _decode_error_position(path, encoding)
         at = f"line {where[0]}, byte {where[1]} (offset {where[2]})" if where else f"after line {line}"

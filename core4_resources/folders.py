@@ -134,6 +134,13 @@ class FolderResource(dg.ConfigurableResource):
     _run_started: datetime | None = PrivateAttr(default=None)
 
     @classmethod
+    def under_root(cls, root: str | os.PathLike, project: str, **options) -> "FolderResource":
+        """Every folder under ``root`` with the packaged default names (tests, benchmarks, tools)."""
+        root = os.fspath(root)
+        folders = {kind: os.path.join(root, kind) for kind in ("transfer", "proc", "archive", "temp", "error")}
+        return cls(project=project, root=root, **folders, **options)
+
+    @classmethod
     def from_settings(cls, settings: Settings, project: str | None = None) -> FolderResource:
         """Bind the configured folders to ``project`` (default: the loaded project)."""
         if project is None:

@@ -64,13 +64,4 @@ def folders(tmp_path):
     """A FolderResource for project "demo" with every folder under tmp_path/root."""
     from core4_resources.folders import FolderResource
 
-    root = tmp_path / "root"
-    return FolderResource(
-        project="demo",
-        root=str(root),
-        transfer=str(root / "transfer"),
-        proc=str(root / "proc"),
-        archive=str(root / "archive"),
-        temp=str(root / "temp"),
-        error=str(root / "error"),
-    )
+    return FolderResource.under_root(tmp_path / "root", "demo")

@@ -28,16 +28,7 @@ def count(key: str, n: int = 1) -> None:
 
 
 def make_folders(root, project: str = "demo") -> FolderResource:
-    root = str(root)
-    return FolderResource(
-        project=project,
-        root=root,
-        transfer=os.path.join(root, "transfer"),
-        proc=os.path.join(root, "proc"),
-        archive=os.path.join(root, "archive"),
-        temp=os.path.join(root, "temp"),
-        error=os.path.join(root, "error"),
-    )
+    return FolderResource.under_root(root, project)
 
 
 def put(folder, name: str, content: bytes | str, mtime: float | None = OLD) -> str:
