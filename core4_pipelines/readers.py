@@ -80,23 +80,101 @@ def convert_field(value: str):
         return value
 
 
+# The first bytes of files that are not text: a CSV reader would call them "not utf-8".
+_NOT_TEXT = (
+    (b"\x1f\x8b", "gzip-compressed data", "decompress it first (gunzip)"),
+    (b"PK\x03\x04", "a zip archive", "extract it first (unzip)"),
+    (b"PK\x05\x06", "an empty zip archive", "extract it first (unzip)"),
+    (b"\xfd7zXZ\x00", "xz-compressed data", "decompress it first (unxz)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data", "decompress it first (unzstd)"),
+    (b"BZh", "bzip2-compressed data", "decompress it first (bunzip2)"),
+)
+_BZIP2_BLOCK = b"1AY&SY"  # after "BZh" and the block size digit: "BZh" alone may be text
+
+
+def _refuse_compressed(path: str) -> None:
+    """RecordError when the file starts like compressed data or an archive, not text."""
+    with open(path, "rb") as handle:
+        start = handle.read(10)
+    for magic, what, advice in _NOT_TEXT:
+        if start.startswith(magic) and (magic != b"BZh" or start[4:10] == _BZIP2_BLOCK):
+            raise RecordError(f"{path}: is {what}, not text; {advice}, or read it with a "
+                              "reader that decompresses it")
+
+
+# Candidates for the real delimiter when the header came out as one column.
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _check_header(path: str, header: list[str], delimiter: str, line: int, rows) -> None:
+    """RecordError for a header that cannot name the records' fields; ``rows`` are the rest."""
+    if not any(name.strip() for name in header):
+        for row in rows:
+            if any(cell.strip() for cell in row):
+                raise RecordError(f"{path}: line {line}: no header line: the first line is empty "
+                                  f"or only whitespace (the text starts at line {rows.line_num})")
+        raise RecordError(f"{path}: no header line: the file holds only whitespace")
+    if len(set(header)) != len(header) or any(not name.strip() for name in header):
+        raise RecordError(f"{path}: line {line}: header has empty or repeated column names")
+    if len(header) == 1:
+        counts = {d: header[0].count(d) for d in _DELIMITERS if d != delimiter}
+        other = max(counts, key=counts.get)
+        if counts[other]:
+            raise RecordError(
+                f"{path}: line {line}: header {header[0]!r} has one column; "
+                f"is the file {other!r}-delimited? pass delimiter={other!r}, e.g. "
+                f"import_job(..., read=functools.partial(read_csv, delimiter={other!r}))"
+            )
+    check_field_names(header, f"{path}: line {line}", what="column")
+
+
+def check_field_names(record_keys, where: str, what: str = "field") -> None:
+    """RecordError unless every key can be a MongoDB field name as it is.
+
+    Refused: keys that are not strings or empty, that start with '$' (operators), or contain
+    '.' (paths) or NUL. ``where`` starts the message, e.g. ``"a.csv: line 1"``; ``what``
+    names a key in it ("field", "column").
+    """
+    for key in record_keys:
+        if not isinstance(key, str):
+            problem = "is not a string"
+        elif not key:
+            problem = "is empty"
+        elif key.startswith("$"):
+            problem = "starts with '$'"
+        elif "." in key:
+            problem = "contains '.'"
+        elif "\x00" in key:
+            problem = "contains a NUL character"
+        else:
+            continue
+        raise RecordError(
+            f"{where}: {what} {key!r} {problem}; MongoDB field names must be non-empty strings "
+            "that do not start with '$' or contain '.' or NUL"
+        )
+
+
 def read_csv(path: str, *, delimiter: str = ",", encoding: str = "utf-8") -> Iterator[dict]:
     """Records of a CSV file with a header line; strict about shape and encoding.
 
-    Raises :class:`RecordError` naming the line for a row with the wrong number
-    of fields, bytes that are not ``encoding``, or a file with no header.
+    A UTF-8 byte order mark is dropped. Raises :class:`RecordError` naming the line for a
+    row with the wrong number of fields, bytes that are not ``encoding``, compressed data,
+    a file with no header, a header that looks like another delimiter, or column names
+    MongoDB cannot store (see :func:`check_field_names`).
     """
     csv.field_size_limit(MAX_FIELD_BYTES)
+    # utf-8-sig reads plain UTF-8 too; it only drops a leading byte order mark.
+    text_encoding = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
     line = 0
     try:
-        with open(path, newline="", encoding=encoding, errors="strict") as handle:
+        _refuse_compressed(path)
+        with open(path, newline="", encoding=text_encoding, errors="strict") as handle:
             reader = csv.reader(_bounded_lines(handle, path), delimiter=delimiter, strict=True)
             header = next(reader, None)
             line = reader.line_num
-            if not header:
+            if header is None:
                 raise RecordError(f"{path}: empty file, expected a header line")
-            if len(set(header)) != len(header) or any(not name for name in header):
-                raise RecordError(f"{path}: line 1: header has empty or repeated column names")
+            _check_header(path, header, delimiter, line, reader)
             width = len(header)
             for row in reader:
                 line = reader.line_num
