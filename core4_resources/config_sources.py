@@ -49,8 +49,37 @@ def default_source(origin: Source) -> Source:
     return Source(f"DEFAULT in {origin.label}", origin.where)
 
 
+# Aliases (*name) share one node; walking or printing the result expands every share, so a
+# few hundred bytes of nested aliases ("billion laughs") can stand for billions of values.
+MAX_YAML_ALIASES = 100
+MAX_YAML_EXPANDED = 100_000  # values the document may stand for, counting every alias expanded
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: the second one would silently win."""
+    """SafeLoader that refuses duplicate keys (the second one would silently win), more than
+    MAX_YAML_ALIASES aliases, aliases that expand beyond MAX_YAML_EXPANDED values, and aliases
+    to a node that contains them (a structure without end)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.alias_marks: list = []
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.alias_marks.append(self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+    def get_single_node(self):
+        node = super().get_single_node()  # aliases stay shared here: composing is cheap
+        if not self.alias_marks:
+            return node
+        first = self.alias_marks[0]
+        if len(self.alias_marks) > MAX_YAML_ALIASES:
+            raise yaml.composer.ComposerError(
+                None, None, f"uses {len(self.alias_marks)} YAML aliases (*name); more than "
+                f"{MAX_YAML_ALIASES} is refused", first)
+        _expanded_size(node, {}, first)
+        return node
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -66,6 +95,32 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _expanded_size(node: yaml.Node, sizes: dict[int, int | None], first_alias) -> int:
+    """How many values ``node`` stands for with every alias expanded (each shared node counted
+    once per use, computed once); ComposerError beyond MAX_YAML_EXPANDED or for a cycle."""
+    key = id(node)
+    if key in sizes:
+        if sizes[key] is None:  # still being counted: the node contains an alias to itself
+            raise yaml.composer.ComposerError(
+                None, None, "a YAML alias refers to a node that contains it (a structure without "
+                "end); refused", node.start_mark)
+        return sizes[key]
+    sizes[key] = None
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+    size = 1
+    for child in children:
+        size += _expanded_size(child, sizes, first_alias)
+        if size > MAX_YAML_EXPANDED:
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML aliases (*name) expand this document to more than "
+                f"{MAX_YAML_EXPANDED} values; refused", first_alias)
+    sizes[key] = size
+    return size
+
+
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     problem = getattr(exc, "problem", None) or str(exc)
     mark = getattr(exc, "problem_mark", None)
@@ -75,7 +130,10 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:  # PyYAML composes and constructs recursively
+        raise yaml.YAMLError("nested too deeply to read (thousands of levels); refused") from None
 
 
 def read_yaml_file(path: Path, errors: list[str], what: str = "a mapping of sections") -> dict | None:
