@@ -111,8 +111,9 @@ def cmd_workspace(args) -> int:
 
 
 def cmd_init(args) -> int:
-    from core4_pipelines.scaffold import init_project
+    from core4_pipelines.scaffold import check_project_name, init_project
 
+    check_project_name(args.name)  # before the configuration: a bad name is the first thing to say
     home = args.home_dir or _home(_settings())
     folder = init_project(args.name, home, venv=args.venv)
     print(f"created {folder}")

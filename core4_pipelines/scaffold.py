@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 import os
 import re
 import subprocess
@@ -10,6 +11,48 @@ import sys
 from core4_pipelines.errors import ProjectError
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+MAX_NAME = 63  # also the project's MongoDB database: those names are shorter than 64 characters
+
+
+def check_project_name(name: str) -> None:
+    """ProjectError unless ``name`` can be a project: a short lower-case Python identifier that
+    is no keyword, no configuration section, and hides no module (discovery skips those)."""
+    if len(name) > MAX_NAME:
+        raise ProjectError(f"project name {name[:20]!r}... is {len(name)} characters long; "
+                           f"use at most {MAX_NAME} (it also names the project's MongoDB database)")
+    if not _NAME.match(name):
+        raise ProjectError(f"project name {name!r}: use lower-case letters, digits and _, "
+                           "not starting with a digit (a Python identifier)")
+    if keyword.iskeyword(name):
+        raise ProjectError(f"project name {name!r} is a Python keyword; "
+                           f"'import {name}' could never load it: choose another name")
+    sections = _config_sections()
+    if name in sections:
+        raise ProjectError(f"project name {name!r} is a section of the configuration "
+                           f"({', '.join(sections)}): choose another name")
+    if name in sys.stdlib_module_names:
+        raise ProjectError(f"project name {name!r} is a module of Python's standard library; "
+                           "a project of that name would hide it: choose another name")
+    from core4_pipelines.project import _installed_module_origin  # the check discovery makes
+
+    installed = _installed_module_origin(_Named(name))
+    if installed:
+        raise ProjectError(f"project name {name!r} is also an installed module ({installed}); "
+                           "the project would hide it (and `coco projects` skips it): choose another name")
+
+
+class _Named:
+    """A project not created yet, as discovery's module check takes it."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.folder = os.path.join(os.sep, "nonexistent-core4-project", name)
+
+
+def _config_sections() -> list[str]:
+    from core4_resources.config_sources import PACKAGED_PATH, read_yaml_file
+
+    return list(read_yaml_file(PACKAGED_PATH, []) or ())
 
 
 def _files(name: str) -> dict[str, str]:
@@ -82,8 +125,7 @@ def test_import_job_and_sensor_are_defined():
 
 def init_project(name: str, home: str, venv: bool = False, framework_source: str | None = None) -> str:
     """Create ``<home>/<name>``; refuses to overwrite anything. Returns the project folder."""
-    if not _NAME.match(name):
-        raise ProjectError(f"project name {name!r}: use lower-case letters, digits and _, not starting with a digit")
+    check_project_name(name)
     if not os.path.isdir(home):
         raise ProjectError(f"home {home!r} is not a directory; create it or pass --home")
     folder = os.path.join(home, name)
