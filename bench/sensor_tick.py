@@ -41,8 +41,8 @@ def make_sensor(**options) -> dg.SensorDefinition:
     return proc_folder_sensor(job, pattern=PATTERN, **options)
 
 
-def evaluate(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, folders):
-    context = dg.build_sensor_context(instance=instance, resources={"folders": folders})
+def evaluate(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, folders, mongo):
+    context = dg.build_sensor_context(instance=instance, resources={"folders": folders, "mongo": mongo})
     return sensor.evaluate_tick(context)
 
 
@@ -57,14 +57,14 @@ def repeats_for(count: int) -> int:
     return 21 if count <= 1_000 else 11 if count <= 10_000 else 7
 
 
-def measure(sensor: dg.SensorDefinition, count: int, repeats: int) -> Row:
+def measure(sensor: dg.SensorDefinition, count: int, repeats: int, mongo) -> Row:
     with scratch(NAME) as root, dg.DagsterInstance.ephemeral() as instance:
         folders = folder_resource(root)
         proc = folders.proc_folder()
         fill(proc, count)
 
         def ours():
-            result = evaluate(sensor, instance, folders)
+            result = evaluate(sensor, instance, folders, mongo)
             if result.run_requests:
                 raise AssertionError("the sensor claimed files that are too young")
 
@@ -74,7 +74,7 @@ def measure(sensor: dg.SensorDefinition, count: int, repeats: int) -> Row:
         scan_s, _ = interleaved(lambda: scan_ready(proc, PATTERN, 3600), lambda: None, repeats)
         with scratch(NAME) as empty_root:
             empty = folder_resource(empty_root)
-            fixed_s, _ = interleaved(lambda: evaluate(sensor, instance, empty), lambda: None, repeats)
+            fixed_s, _ = interleaved(lambda: evaluate(sensor, instance, empty, mongo), lambda: None, repeats)
     return Row(
         f"{count:,} files",
         ours_s,
@@ -90,8 +90,13 @@ def measure(sensor: dg.SensorDefinition, count: int, repeats: int) -> Row:
 
 
 def run(smoke: bool) -> list[Row]:
+    from core4_resources.embedded import EmbeddedMongo
+    from core4_resources.mongo import MongoResource
+
     sensor = make_sensor(min_age_seconds=3600)
-    return [
-        measure(sensor, count, 3 if smoke else repeats_for(count))
-        for count in (SMOKE_SIZES if smoke else SIZES)
-    ]
+    with scratch(NAME) as root, EmbeddedMongo(os.path.join(root, "mongo")) as server:
+        mongo = MongoResource(mongo_url=server.url, database="bench_sensor")
+        return [
+            measure(sensor, count, 3 if smoke else repeats_for(count), mongo)
+            for count in (SMOKE_SIZES if smoke else SIZES)
+        ]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Pattern
 
+from core4_pipelines.writers import StabilityTracker, file_state, open_for_writing, tracker_for
 from core4_resources.folders import FOLDER_MODE, is_hidden, make_dirs, rename_noreplace
 
 BATCH_DIR = ".batch"
@@ -31,7 +32,8 @@ class ScanResult:
     """What one scan of a proc folder found."""
 
     ready: list[str] = field(default_factory=list)  # names, oldest first
-    too_young: int = 0
+    too_young: int = 0  # new or changed since the last scan: not yet stable for min_age_seconds
+    open_for_writing: int = 0  # stable, but a process still holds them open for writing
     not_matching: int = 0
     not_regular: int = 0
     hidden: int = 0
@@ -70,18 +72,28 @@ def scan_ready(
     min_age_seconds: float,
     now: float | None = None,
     limit: int | None = None,
+    tracker: StabilityTracker | None = None,
 ) -> ScanResult:
-    """One ``os.scandir`` of the folder: regular, visible, matching files old enough to read.
+    """One ``os.scandir`` of the folder: regular, visible, matching files that are done.
 
-    ``ready`` holds the oldest ``limit`` of them (all when None); ``ready_total`` counts all.
+    A file is done when ``tracker`` (default: this process's tracker of the
+    folder) has seen it unchanged -- same size, mtime and inode -- for at least
+    ``min_age_seconds``, and no process holds it open for writing. Its own mtime
+    is not trusted (a file dated in the future is not held back forever);
+    ``min_age_seconds`` 0 takes every file at once (for writers that use hidden
+    names and a rename). ``ready`` holds the oldest ``limit`` of them (all when
+    None); ``ready_total`` counts every stable one.
 
     Symlinks are never followed (``follow_symlinks=False``), so a link to a file
     outside the folder is not a regular file here and is left alone.
     """
     regex = re.compile(pattern) if isinstance(pattern, str) else pattern
     now = time.time() if now is None else now
+    waiting = min_age_seconds > 0
+    tracker = (tracker or tracker_for(proc_folder)) if waiting else None
     result = ScanResult()
     dated: list[tuple[float, str]] = []
+    present: set[str] = set()
     try:
         entries = os.scandir(proc_folder)
     except FileNotFoundError:
@@ -90,7 +102,8 @@ def scan_ready(
         for entry in entries:
             name = entry.name
             if name[0] == ".":  # is_hidden, inlined: this loop runs once per file per tick
-                result.hidden += 1
+                if name != BATCH_DIR:
+                    result.hidden += 1
                 continue
             if regex is not None and not regex.match(name):
                 result.not_matching += 1
@@ -99,19 +112,30 @@ def scan_ready(
                 if not entry.is_file(follow_symlinks=False):
                     result.not_regular += 1
                     continue
-                mtime = entry.stat(follow_symlinks=False).st_mtime
+                stat = entry.stat(follow_symlinks=False)
             except FileNotFoundError:  # gone between listing and stat: someone else took it
                 continue
-            if now - mtime < min_age_seconds:
-                result.too_young += 1
-                continue
-            dated.append((mtime, name))
+            if tracker is not None:
+                present.add(name)
+                if not tracker.stable(name, file_state(stat), now, min_age_seconds):
+                    result.too_young += 1
+                    continue
+            dated.append((stat.st_mtime, name))
+    if tracker is not None:
+        tracker.forget_except(present)
     result.ready_total = len(dated)
     if limit is not None and len(dated) > limit:
         dated = heapq.nsmallest(limit, dated)  # no full sort of 100k names for one batch
     else:
         dated.sort()
-    result.ready = [name for _, name in dated]
+    for _, name in dated:
+        if open_for_writing(os.path.join(proc_folder, name)):
+            result.open_for_writing += 1
+            result.ready_total -= 1
+            if tracker is not None:
+                tracker.forget(name)  # it will change again: start its wait anew
+            continue
+        result.ready.append(name)
     return result
 
 

@@ -8,6 +8,7 @@ document, and the file is archived only once its records are written.
 
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -22,6 +23,7 @@ from core4_pipelines.claims import batch_files, batch_path, is_batch_id
 from core4_pipelines.errors import ImportBatchError, RecordError
 from core4_pipelines.properties import job_properties, with_declared  # noqa: F401 - job_properties is public here
 from core4_pipelines.runtime import core4_op, set_sources
+from core4_pipelines.writers import FileState, file_state, open_for_writing
 from core4_resources.errors import MongoError
 from core4_resources.folders import FolderResource, safe_move
 from core4_resources.mongo import MongoResource
@@ -48,8 +50,15 @@ class FileOutcome:
     bytes: int
     records: int = 0
     duplicates: int = 0
-    archive: str | None = None
-    error: str | None = None
+    archive: str | None = None  # where it went: archive, error folder or back to proc
+    error: str | None = None  # content error: the file goes to the error folder
+    changed: str | None = None  # still being written: its records removed, the file back to proc
+    vanished: bool = False  # removed from the batch by someone else before it was imported
+    kept: str | None = None  # not moved on for a passing reason: stays for the batch's next run
+
+    @property
+    def is_imported(self) -> bool:
+        return not (self.error or self.changed or self.vanished or self.kept)
 
 
 def record_id(batch_id: str, name: str, position: int) -> str:
@@ -99,60 +108,129 @@ def _batch_lock(folder: str, batch_id: str):
         os.close(descriptor)
 
 
-def _remove_partial(mongo: MongoResource, collection: str, batch_id: str, name: str, run_id: str):
-    """Delete what a failed read of one file had already written."""
-    prefix = re.escape(f"{batch_id}/{name}#")
+def _remove_partial(mongo: MongoResource, collection: str, batch_id: str, shown: str, run_id: str):
+    """Delete what a failed or discarded read of one file had already written."""
+    prefix = re.escape(f"{batch_id}/{shown}#")
     mongo.collection(collection).delete_many(
-        {"$or": [{"_id": {"$regex": f"^{prefix}"}}, {"_src": name, "_job_id": run_id}]}
+        {"$or": [{"_id": {"$regex": f"^{prefix}"}}, {"_src": shown, "_job_id": run_id}]}
     )
 
 
-def import_one_file(
+# Archiving failed for a reason that passes (a full or failing disk): the file stays in
+# its batch, whose next run imports it again (its records are there already: no duplicates).
+_PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EINTR})
+
+
+def write_file_records(
     path: str,
     *,
     read: Reader,
     collection: str,
-    folders: FolderResource,
     mongo: MongoResource,
     batch_id: str,
     run_id: str,
-    base: str | None = None,
 ) -> FileOutcome:
-    """Write one file's records, then archive it; a bad file goes to the error folder.
+    """Write one file's records; nothing moves yet (see :func:`finish_file`).
 
-    A MongoDB failure is raised (the file stays claimed, to be imported on retry);
-    a content failure is recorded in the outcome and the file moved to error.
+    A MongoDB failure is raised: the file stays claimed and is imported again.
+    A content failure, a file that vanished or one still being written is
+    recorded in the outcome, with whatever it had written removed again.
     """
     name = os.path.basename(path)
-    outcome = FileOutcome(name=name, bytes=os.path.getsize(path))
+    shown = printable_name(name)
+    try:
+        before = file_state(os.stat(path))
+    except FileNotFoundError:
+        return FileOutcome(name=name, bytes=0, vanished=True)
+    outcome = FileOutcome(name=name, bytes=before[0])
     try:
         result = mongo.insert_stamped(
             collection,
-            _records_with_ids(read, path, batch_id, name),
-            source=path,
+            _records_with_ids(read, path, batch_id, shown),
+            source=shown,
             job_id=run_id,
             on_duplicate="ignore",
         )
     except MongoError:
         raise
-    except Exception as exc:  # the project's reader failed on this file's content
-        reason = str(exc) if isinstance(exc, RecordError) else f"{type(exc).__name__}: {exc}"
-        _remove_partial(mongo, collection, batch_id, name, run_id)
-        outcome.error = reason
-        outcome.archive = folders.move_error(path, reason, base=base)
+    except Exception as exc:  # the reader failed on this file's content (or the file went away)
+        _remove_partial(mongo, collection, batch_id, shown, run_id)
+        if not os.path.lexists(path):
+            outcome.vanished = True
+        else:
+            outcome.error = str(exc) if isinstance(exc, RecordError) else f"{type(exc).__name__}: {exc}"
+        return outcome
+    try:
+        after: FileState | None = file_state(os.stat(path))
+    except FileNotFoundError:
+        after = None
+    if after != before or open_for_writing(path):
+        _remove_partial(mongo, collection, batch_id, shown, run_id)
+        if after is None:
+            outcome.vanished = True
+        elif after != before:
+            outcome.changed = f"it changed while it was read ({before[0]} -> {after[0]} bytes)"
+        else:
+            outcome.changed = "another process still holds it open for writing"
         return outcome
     outcome.records = result.inserted + result.duplicates
     outcome.duplicates = result.duplicates
-    outcome.archive = folders.move_archive(path, base=base)
     return outcome
+
+
+def finish_file(outcome: FileOutcome, folder: str, folders: FolderResource, base: str | None) -> None:
+    """Move one file on, once the batch's writes are durable: archive, error, or back to proc."""
+    path = os.path.join(folder, outcome.name)
+    if outcome.vanished:
+        return
+    try:
+        if outcome.error is not None:
+            outcome.archive = folders.move_error(path, outcome.error, base=base)
+        elif outcome.changed is not None:
+            outcome.archive = _return_to_proc(path, outcome, folders, base)
+        else:
+            outcome.archive = folders.move_archive(path, base=base)
+    except FileNotFoundError:
+        outcome.vanished = True
+    except OSError as exc:
+        if exc.errno in _PASSING_ERRNOS:
+            outcome.kept = f"{type(exc).__name__}: {exc}"
+            return
+        # A lasting reason (permissions, a name the archive cannot take): its records are in
+        # MongoDB, so the file must not look unimported: to error, saying both.
+        outcome.error = (
+            f"its {outcome.records} records were imported (_src {printable_name(outcome.name)!r}), "
+            f"but the file could not be archived: {type(exc).__name__}: {exc}"
+        )
+        try:
+            outcome.archive = folders.move_error(path, outcome.error, base=base)
+        except OSError as again:
+            outcome.kept = f"{outcome.error}; moving it to the error folder failed too: {again}"
+
+
+def _return_to_proc(path: str, outcome: FileOutcome, folders: FolderResource, base: str | None) -> str:
+    """A file a writer was still writing goes back to proc, to be claimed once it is stable."""
+    try:
+        return folders.move_proc(path, base=base, on_conflict="fail")
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # its name is taken in proc again: keep both, loudly
+        outcome.error = f"{outcome.changed}; returning it to proc failed ({exc})"
+        outcome.changed = None
+        return folders.move_error(path, outcome.error, base=base)
+
+
+def printable_name(name: str) -> str:
+    """``name`` as valid UTF-8 text: bytes that are not UTF-8 (legal in a file name) as \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _file_event(project: str, collection: str, run_id: str, batch_id: str, o: FileOutcome):
     return dg.AssetMaterialization(
         asset_key=dg.AssetKey([project, collection]),
-        description=f"imported {o.name}",
+        description=f"imported {printable_name(o.name)}",
         metadata={
-            "source": o.name,
+            "source": printable_name(o.name),
             "records": o.records,
             "duplicates_skipped": o.duplicates,
             "bytes": o.bytes,
@@ -162,6 +240,21 @@ def _file_event(project: str, collection: str, run_id: str, batch_id: str, o: Fi
         },
         tags={BATCH_TAG: batch_id},
     )
+
+
+def _report(context, project: str, collection: str, batch_id: str, o: FileOutcome) -> None:
+    shown = printable_name(o.name)
+    if o.is_imported:
+        context.log_event(_file_event(project, collection, context.run_id, batch_id, o))
+    elif o.error:
+        context.log.error(f"{shown} moved to {o.archive}: {o.error}")
+    elif o.changed:
+        context.log.warning(
+            f"{shown} was still being written ({o.changed}): its records were removed and the "
+            f"file returned to {o.archive}, to be imported once it stays unchanged"
+        )
+    elif o.vanished:
+        context.log.warning(f"{shown} vanished from batch {batch_id} before it was imported; nothing of it is kept")
 
 
 def import_job(
@@ -200,44 +293,53 @@ def import_job(
             if not names:
                 context.log.info(f"batch {config.batch_id}: nothing left to import in {folder}")
             else:
-                set_sources(names)  # lineage: the run lists every file it imports
-            outcomes: list[FileOutcome] = []
-            for file_name in names:
-                outcome = import_one_file(
+                set_sources([printable_name(n) for n in names])  # lineage: every file of the run
+            outcomes = [
+                write_file_records(
                     os.path.join(folder, file_name),
                     read=read,
                     collection=collection,
-                    folders=folders,
                     mongo=mongo,
                     batch_id=config.batch_id,
                     run_id=context.run_id,
-                    base=config.base,
                 )
-                outcomes.append(outcome)
-                if outcome.error is None:
-                    context.log_event(
-                        _file_event(folders.project, collection, context.run_id, config.batch_id, outcome)
-                    )
-                else:
-                    context.log.error(f"{file_name} moved to {outcome.archive}: {outcome.error}")
+                for file_name in names
+            ]
+            if outcomes:
+                # The one durability point of the batch: no file is archived before its
+                # records (and the removal of a bad file's records) are journaled.
+                mongo.make_durable()
+            for outcome in outcomes:
+                finish_file(outcome, folder, folders, config.base)
+                _report(context, folders.project, collection, config.batch_id, outcome)
             try:
                 os.rmdir(folder)
-            except OSError:  # already gone, or something unexpected is left: keep it visible
+            except OSError:  # already gone, or files kept for the next run: keep it visible
                 pass
         failed = [o for o in outcomes if o.error]
+        kept = [o for o in outcomes if o.kept]
         summary = {
             "batch": config.batch_id,
             "files": len(outcomes),
-            "imported": len(outcomes) - len(failed),
-            "records": sum(o.records for o in outcomes),
+            "imported": sum(1 for o in outcomes if o.is_imported),
+            "records": sum(o.records for o in outcomes if o.is_imported),
             "errors": len(failed),
+            "returned_to_proc": sum(1 for o in outcomes if o.changed),
+            "vanished": sum(1 for o in outcomes if o.vanished),
         }
+        if kept:
+            listing = "\n".join(f"- {printable_name(o.name)}: {o.kept}" for o in kept)
+            # Not a dg.Failure without retries: the batch's files wait for its next run.
+            raise ImportBatchError(
+                f"{len(kept)} of {len(outcomes)} files could not be moved on and stay in batch "
+                f"{config.batch_id} (their records are written; the next run finishes them):\n{listing}"
+            )
         if failed:
-            listing = "\n".join(f"- {o.name} -> {o.archive}: {o.error}" for o in failed)
+            listing = "\n".join(f"- {printable_name(o.name)} -> {o.archive}: {o.error}" for o in failed)
             raise dg.Failure(
                 description=f"{len(failed)} of {len(outcomes)} files could not be imported and "
                 f"were moved to the error folder:\n{listing}",
-                metadata={**summary, "failed_files": [o.name for o in failed]},
+                metadata={**summary, "failed_files": [printable_name(o.name) for o in failed]},
                 allow_retries=False,
             )
         context.add_output_metadata(summary)

@@ -5,28 +5,42 @@ cursor would skip it. The claim (a rename into a hidden batch folder) is the
 state; a batch folder that still holds files and has no run yet (the sensor
 died between claim and request) is requested again, and Dagster's run_key
 dedupe makes that idempotent.
+
+The sensor also heals what a fault left behind, so that no human is needed:
+a batch whose run ended while files remain in it (the run failed for a reason
+that passes -- database down, disk full, worker killed; content errors move
+their files out of the batch) is requested again after ``error_time``, up to
+``attempts`` runs (at least ``MIN_BATCH_RUNS``); a run whose worker process is
+gone is failed first (see ``recovery.py``). It claims nothing while MongoDB
+does not answer.
 """
 
 
 import re
+import time
+from collections import defaultdict
 from typing import Pattern
 
 import dagster as dg
 
+from core4_pipelines.claims import Batch, claim_batches, pending_batches, scan_ready
 from core4_pipelines.clean import sweep_on_sensor_start
-from core4_pipelines.claims import claim_batches, pending_batches, scan_ready
-from core4_pipelines.jobs import BATCH_TAG, import_run_config
+from core4_pipelines.jobs import BATCH_TAG, import_run_config, printable_name
+from core4_pipelines.properties import declared_properties, resolved_properties
+from core4_pipelines.recovery import RECOVERED_TAG, UNFINISHED, fail_orphaned_run, is_local_launcher, worker_gone
+from core4_pipelines.writers import tracker_for
+from core4_resources.errors import MongoError
 from core4_resources.folders import FolderResource
+from core4_resources.mongo import MongoResource
 
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_MAX_BATCHES_PER_TICK = 10
-
-
-def _runs_by_batch(instance: dg.DagsterInstance | None, batch_ids: list[str]) -> dict[str, dg.DagsterRun]:
-    if instance is None or not batch_ids:
-        return {}
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={BATCH_TAG: batch_ids}))
-    return {run.tags[BATCH_TAG]: run for run in runs}
+# A batch gets at least this many runs before it waits for a human, whatever `attempts`
+# says: a job's attempts (default 1) are about its code; a batch's faults are the machine's.
+MIN_BATCH_RUNS = 3
+# Between two runs of a batch when the job's error_time is not known (a unit test's sensor).
+FALLBACK_ERROR_TIME = 60.0
+ATTEMPT_TAG = "core4/batch_attempt"
 
 
 def _instance_or_none(context: dg.SensorEvaluationContext) -> dg.DagsterInstance | None:
@@ -35,6 +49,90 @@ def _instance_or_none(context: dg.SensorEvaluationContext) -> dg.DagsterInstance
         return context.instance
     except dg.DagsterInvariantViolationError:
         return None
+
+
+def _retry_settings(context: dg.SensorEvaluationContext, job: dg.JobDefinition) -> tuple[int, float]:
+    """(runs per batch, seconds between them) from the job's core4 attempts and error_time."""
+    values = {}
+    try:
+        values = resolved_properties(context.repository_def.get_job(job.name))
+    except Exception:  # no repository in a unit test; the job as declared then
+        values = declared_properties(job)
+    attempts = max(MIN_BATCH_RUNS, int(values.get("attempts") or 1))
+    return attempts, float(values.get("error_time", FALLBACK_ERROR_TIME))
+
+
+class _Recovery:
+    """What the pending batches need this tick: requests, and what to tell the operator."""
+
+    def __init__(self):
+        self.requests: list[dg.RunRequest] = []
+        self.running = 0
+        self.waiting: list[str] = []
+        self.stranded: list[str] = []
+        self.canceled: list[str] = []
+        self.failed_orphans: list[str] = []
+
+
+def _recover(
+    context: dg.SensorEvaluationContext,
+    job: dg.JobDefinition,
+    pending: list[Batch],
+    base: str | None,
+    now: float,
+) -> _Recovery:
+    out = _Recovery()
+    instance = _instance_or_none(context)
+    records_by_batch: dict[str, list[dg.RunRecord]] = defaultdict(list)
+    if instance is not None and pending:
+        records = instance.get_run_records(
+            filters=dg.RunsFilter(tags={BATCH_TAG: [b.batch_id for b in pending]})
+        )
+        for record in records:  # newest first
+            records_by_batch[record.dagster_run.tags[BATCH_TAG]].append(record)
+    local = instance is not None and pending and is_local_launcher(instance)
+    attempts, error_time = _retry_settings(context, job) if pending else (0, 0.0)
+    for batch in pending:
+        records = records_by_batch.get(batch.batch_id, [])
+        if not records:
+            context.log.info(f"re-requesting batch {batch.batch_id} ({len(batch.files)} files, no run yet)")
+            out.requests.append(_request(job, batch.batch_id, len(batch.files), base))
+            continue
+        latest = records[0]
+        run = latest.dagster_run
+        if run.status in UNFINISHED:
+            reason = worker_gone(instance, latest, now=now) if local else None
+            if reason is None:
+                out.running += 1
+                continue
+            fail_orphaned_run(instance, latest, reason)
+            out.failed_orphans.append(f"{run.run_id} (batch {batch.batch_id}): {reason}")
+            latest = instance.get_run_record_by_id(run.run_id) or latest
+            run = latest.dagster_run
+        elif not run.is_finished:  # queued or not started: Dagster will run it
+            out.running += 1
+            continue
+        if run.status == dg.DagsterRunStatus.CANCELED and not run.tags.get(RECOVERED_TAG):
+            out.canceled.append(f"{batch.batch_id} (run {run.run_id})")
+            continue
+        runs_done = sum(1 for r in records if r.dagster_run.is_finished) or 1
+        if runs_done >= attempts:
+            out.stranded.append(
+                f"{batch.batch_id} ({len(batch.files)} files, {runs_done} runs, last {run.run_id})"
+            )
+            continue
+        ended = latest.end_time or latest.update_timestamp.timestamp()
+        # A run failed by recovery ended long ago in truth: its worker is gone, so no wait.
+        wait = 0.0 if run.tags.get(RECOVERED_TAG) else error_time - (now - ended)
+        if wait > 0:
+            out.waiting.append(f"{batch.batch_id} (run {runs_done + 1} of {attempts} in {wait:.0f}s)")
+            continue
+        context.log.warning(
+            f"batch {batch.batch_id} still holds {len(batch.files)} files after run {run.run_id} "
+            f"ended {run.status.value}: requesting run {runs_done + 1} of {attempts}"
+        )
+        out.requests.append(_request(job, batch.batch_id, len(batch.files), base, attempt=runs_done + 1))
+    return out
 
 
 def proc_folder_sensor(
@@ -53,8 +151,10 @@ def proc_folder_sensor(
 
     ``job`` is built by :func:`core4_pipelines.jobs.import_job`. ``pattern`` is a
     regex matched at the start of the file name (core4's ``list_proc`` meaning).
-    Files younger than ``min_age_seconds`` wait for a later tick, so a writer that
-    ignores the hidden-temp-name convention is never read half-way.
+    A file is claimed once it has stayed unchanged (size, mtime, inode) for
+    ``min_age_seconds`` between scans and no process holds it open for writing,
+    so a writer that ignores the hidden-temp-name convention is not read half-way
+    (``min_age_seconds=0`` claims at first sight: for writers that rename when done).
     """
     if batch_size < 1:
         raise ValueError(f"proc_folder_sensor({job.name}): batch_size must be >= 1, got {batch_size}")
@@ -62,11 +162,14 @@ def proc_folder_sensor(
         raise ValueError(
             f"proc_folder_sensor({job.name}): max_batches_per_tick must be >= 1, got {max_batches_per_tick}"
         )
+    if min_age_seconds < 0:
+        raise ValueError(f"proc_folder_sensor({job.name}): min_age_seconds must be >= 0, got {min_age_seconds}")
     regex = re.compile(pattern) if isinstance(pattern, str) else pattern
     import_run_config(job, "00000000T000000-00000000")  # fails now, not at the first tick, if job is wrong
+    sensor_name = name or f"{job.name}_proc_sensor"
 
     @dg.sensor(
-        name=name or f"{job.name}_proc_sensor",
+        name=sensor_name,
         job=job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
@@ -75,52 +178,84 @@ def proc_folder_sensor(
             f"proc folder, {batch_size} per batch, and starts {job.name} for each batch"
         ),
     )
-    def proc_sensor(context: dg.SensorEvaluationContext, folders: FolderResource):
+    def proc_sensor(context: dg.SensorEvaluationContext, folders: FolderResource, mongo: MongoResource):
         proc = folders.proc_folder(base)
+        try:
+            mongo.ping()
+        except MongoError as exc:
+            # Claimed files would only wait in batches whose runs fail: leave them in proc.
+            return dg.SkipReason(f"not claiming from {proc}: {exc}")
         # Leftovers of crashed moves (hidden .part files, empty batch folders) are swept on
         # the first tick in this process and then hourly.
         swept = sweep_on_sensor_start(folders, base)
         if swept is not None and (swept.items or swept.errors):
             context.log.info(f"swept {proc}: {swept.summary()}")
-        pending = pending_batches(proc)
-        runs = _runs_by_batch(_instance_or_none(context), [b.batch_id for b in pending])
-        requests = []
-        waiting_failed = []
-        for batch in pending:
-            run = runs.get(batch.batch_id)
-            if run is None:
-                context.log.info(f"re-requesting batch {batch.batch_id} ({len(batch.files)} files, no run yet)")
-                requests.append(_request(job, batch.batch_id, len(batch.files), base))
-            elif run.status == dg.DagsterRunStatus.FAILURE:
-                waiting_failed.append(f"{batch.batch_id} (run {run.run_id})")
-        if waiting_failed:
-            context.log.warning(
-                "batches whose run failed still hold files; re-execute the run to import them: "
-                + ", ".join(waiting_failed)
+        now = time.time()
+        recovery = _recover(context, job, pending_batches(proc), base, now)
+        for line in recovery.failed_orphans:
+            context.log.warning(f"failed run {line}")
+        if recovery.stranded:
+            context.log.error(
+                "batches whose every run failed wait for a human (re-execute the last run after "
+                "fixing the cause, e.g. `coco restart RUN_ID`): " + ", ".join(recovery.stranded)
             )
-        scan = scan_ready(proc, regex, min_age_seconds, limit=batch_size * max_batches_per_tick)
+        if recovery.canceled:
+            context.log.warning(
+                "batches whose run was canceled still hold files; re-execute the run to import them: "
+                + ", ".join(recovery.canceled)
+            )
+        scan = scan_ready(
+            proc, regex, min_age_seconds, now=now, limit=batch_size * max_batches_per_tick,
+            tracker=tracker_for(proc, sensor_name),
+        )
+        requests = list(recovery.requests)
         for batch in claim_batches(proc, scan.ready, batch_size, max_batches_per_tick):
             requests.append(_request(job, batch.batch_id, len(batch.files), base))
         if requests:
             return requests
-        reason = f"nothing to claim in {proc}"
-        details = []
-        if scan.too_young:
-            details.append(f"{scan.too_young} files younger than {min_age_seconds:g}s wait for the next tick")
-        if scan.not_matching:
-            details.append(f"{scan.not_matching} names do not match {regex.pattern if regex else ''!r}")
-        if scan.not_regular:
-            details.append(f"{scan.not_regular} entries are not regular files")
-        if waiting_failed:
-            details.append(f"{len(waiting_failed)} claimed batches wait for their failed run to be re-executed")
-        return dg.SkipReason(reason + (": " + "; ".join(details) if details else ""))
+        return dg.SkipReason(_skip_reason(proc, regex, min_age_seconds, scan, recovery))
 
     return proc_sensor
 
 
-def _request(job: dg.JobDefinition, batch_id: str, files: int, base: str | None) -> dg.RunRequest:
+def _skip_reason(proc, regex, min_age_seconds, scan, recovery: _Recovery) -> str:
+    details = []
+    if scan.too_young:
+        details.append(
+            f"{scan.too_young} files not yet unchanged for {min_age_seconds:g}s (new, or still growing)"
+        )
+    if scan.open_for_writing:
+        details.append(f"{scan.open_for_writing} files still open for writing by another process")
+    if scan.not_matching:
+        details.append(f"{scan.not_matching} names do not match {regex.pattern if regex else ''!r}")
+    if scan.not_regular:
+        details.append(f"{scan.not_regular} entries are not regular files")
+    if scan.hidden:
+        details.append(
+            f"{scan.hidden} hidden names (starting with '.') are never imported: files in flight, or "
+            f"dotfiles to rename"
+        )
+    if recovery.running:
+        details.append(f"{recovery.running} claimed batches have a run queued or in progress")
+    if recovery.waiting:
+        details.append("batches to run again: " + ", ".join(recovery.waiting))
+    if recovery.stranded:
+        details.append(f"{len(recovery.stranded)} batches failed every run and wait for a human: "
+                       + ", ".join(recovery.stranded))
+    if recovery.canceled:
+        details.append(f"{len(recovery.canceled)} claimed batches wait for their canceled run to be re-executed")
+    return f"nothing to claim in {printable_name(proc)}" + (": " + "; ".join(details) if details else "")
+
+
+def _request(
+    job: dg.JobDefinition, batch_id: str, files: int, base: str | None, attempt: int = 1
+) -> dg.RunRequest:
+    tags = {BATCH_TAG: batch_id, "core4/files": str(files)}
+    if attempt > 1:
+        tags[ATTEMPT_TAG] = str(attempt)
     return dg.RunRequest(
-        run_key=batch_id,
+        # Dagster never repeats a run_key: each further run of a batch needs a key of its own.
+        run_key=batch_id if attempt == 1 else f"{batch_id}.run{attempt}",
         run_config=import_run_config(job, batch_id, base),
-        tags={BATCH_TAG: batch_id, "core4/files": str(files)},
+        tags=tags,
     )

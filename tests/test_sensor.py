@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 
 import dagster as dg
@@ -13,6 +15,7 @@ from core4_pipelines.claims import batch_files, batch_root, claim_batches, pendi
 from core4_pipelines.jobs import BATCH_TAG, import_job
 from core4_pipelines.readers import read_csv
 from core4_pipelines.sensors import proc_folder_sensor
+from core4_pipelines.writers import StabilityTracker
 
 JOB = import_job("import_things", read=read_csv, collection="things")
 OLD = time.time() - 3600
@@ -27,8 +30,19 @@ def put(folder: str, name: str, content: str = "a,b\n1,2\n", mtime: float = OLD)
     return path
 
 
+_MONGO = {}
+
+
+@pytest.fixture(autouse=True)
+def sensor_mongo(mongo):
+    """The sensor pings MongoDB before it claims: every tick here gets the real server."""
+    _MONGO["resource"] = mongo
+    yield mongo
+    _MONGO.clear()
+
+
 def evaluate(sensor, folders, instance=None):
-    context = dg.build_sensor_context(instance=instance, resources={"folders": folders})
+    context = dg.build_sensor_context(instance=instance, resources={"folders": folders, "mongo": _MONGO["resource"]})
     return sensor.evaluate_tick(context)
 
 
@@ -45,7 +59,7 @@ def test_claims_matching_old_files_into_batches_with_run_config(folders):
     proc = folders.proc_folder()
     for i in range(5):
         put(proc, f"data-{i}.csv")
-    sensor = proc_folder_sensor(JOB, pattern=r"data-.*\.csv$", batch_size=2)
+    sensor = proc_folder_sensor(JOB, pattern=r"data-.*\.csv$", batch_size=2, min_age_seconds=0)
     result = evaluate(sensor, folders)
     assert len(result.run_requests) == 3
     assert visible(proc) == []
@@ -60,7 +74,7 @@ def test_cap_on_batches_per_tick_leaves_the_rest_for_the_next_tick(folders):
     proc = folders.proc_folder()
     for i in range(10):
         put(proc, f"f{i:02d}.csv")
-    sensor = proc_folder_sensor(JOB, batch_size=3, max_batches_per_tick=2)
+    sensor = proc_folder_sensor(JOB, batch_size=3, max_batches_per_tick=2, min_age_seconds=0)
     result = evaluate(sensor, folders)
     assert len(result.run_requests) == 2
     assert len(visible(proc)) == 4  # 10 - 2 * 3
@@ -77,17 +91,61 @@ def test_young_hidden_nonmatching_dirs_and_symlinks_are_left_alone(folders, tmp_
     sensor = proc_folder_sensor(JOB, pattern=r".*\.csv$", min_age_seconds=60)
     result = evaluate(sensor, folders)
     assert not result.run_requests
-    assert "1 files younger than 60s" in result.skip_message
+    assert "1 files not yet unchanged for 60s" in result.skip_message
     assert "not regular files" in result.skip_message
+    assert "1 hidden names (starting with '.') are never imported" in result.skip_message
     assert set(os.listdir(proc)) == {"young.csv", ".hidden.csv", "notes.txt", "subdir.csv", "link.csv"}
     assert os.path.exists(outside)
+
+
+def test_a_file_is_claimed_only_after_it_stayed_unchanged_for_min_age(folders):
+    proc = folders.proc_folder()
+    path = put(proc, "growing.csv", "a,b\n1,2\n")
+    tracker = StabilityTracker()
+    t0 = time.time()
+    assert scan_ready(proc, None, 5, now=t0, tracker=tracker).ready == []  # first sight
+    with open(path, "a") as handle:  # the writer goes on after a pause
+        handle.write("3,4\n")
+    assert scan_ready(proc, None, 5, now=t0 + 6, tracker=tracker).ready == []  # changed: wait anew
+    assert scan_ready(proc, None, 5, now=t0 + 9, tracker=tracker).ready == []  # 3 s unchanged
+    assert scan_ready(proc, None, 5, now=t0 + 11, tracker=tracker).ready == ["growing.csv"]
+
+
+def test_a_file_dated_in_the_future_is_claimed_once_unchanged(folders):
+    proc = folders.proc_folder()
+    put(proc, "tomorrow.csv", mtime=time.time() + 86400)
+    tracker = StabilityTracker()
+    t0 = time.time()
+    assert scan_ready(proc, None, 5, now=t0, tracker=tracker).ready == []
+    assert scan_ready(proc, None, 5, now=t0 + 5, tracker=tracker).ready == ["tomorrow.csv"]
+
+
+def test_a_file_held_open_for_writing_is_not_claimed(folders):
+    proc = folders.proc_folder()
+    path = put(proc, "open.csv")
+    writer = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, time; f = open({path!r}, 'a'); print(flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        writer.stdout.readline()  # the file is open now
+        scan = scan_ready(proc, None, 0)
+        assert scan.ready == [] and scan.open_for_writing == 1
+        sensor = proc_folder_sensor(JOB, min_age_seconds=0)
+        result = evaluate(sensor, folders)
+        assert not result.run_requests
+        assert "1 files still open for writing" in result.skip_message
+    finally:
+        writer.kill()
+        writer.wait()
+    assert scan_ready(proc, None, 0).ready == ["open.csv"]
 
 
 def test_pattern_is_anchored_at_the_start(folders):
     proc = folders.proc_folder()
     put(proc, "x-data.csv")
     put(proc, "data.csv")
-    result = evaluate(proc_folder_sensor(JOB, pattern="data"), folders)
+    result = evaluate(proc_folder_sensor(JOB, pattern="data", min_age_seconds=0), folders)
     assert len(result.run_requests) == 1
     assert visible(proc) == ["x-data.csv"]
 
@@ -101,7 +159,7 @@ def test_skip_reason_when_folder_is_empty_or_missing(folders):
 def test_orphan_batch_is_requested_again_until_it_has_a_run(folders):
     proc = folders.proc_folder()
     put(proc, "a.csv")
-    sensor = proc_folder_sensor(JOB)
+    sensor = proc_folder_sensor(JOB, min_age_seconds=0)
     with dg.instance_for_test() as instance:
         first = evaluate(sensor, folders, instance)
         (request,) = first.run_requests

@@ -143,7 +143,7 @@ def test_awkward_file_names_are_claimed_imported_and_archived_intact(rfolders, m
     tags = {name: f"n{i}" for i, name in enumerate(NAMES)}
     originals = {name: sha256_file(put(rfolders.proc_folder(), name, csv_rows(3, tag=tags[name]))) for name in NAMES}
     sensor = proc_folder_sensor(JOB, min_age_seconds=0)
-    (request,) = sensor.evaluate_tick(dg.build_sensor_context(resources={"folders": rfolders})).run_requests
+    (request,) = sensor.evaluate_tick(dg.build_sensor_context(resources={"folders": rfolders, "mongo": mongo})).run_requests
     result = run_import(rfolders, mongo, request.run_key)
     assert result.success, failure_text(result)
     things = mongo.collection("things")
@@ -180,7 +180,7 @@ def test_directories_and_symlinks_in_proc_are_left_alone(rfolders, mongo, tmp_pa
     os.symlink(outside, os.path.join(proc, "link.csv"))
     os.symlink("/etc", os.path.join(proc, "etc.csv"))
     sensor = proc_folder_sensor(JOB, pattern=r".*\.csv$", min_age_seconds=0)
-    (request,) = sensor.evaluate_tick(dg.build_sensor_context(resources={"folders": rfolders})).run_requests
+    (request,) = sensor.evaluate_tick(dg.build_sensor_context(resources={"folders": rfolders, "mongo": mongo})).run_requests
     batch = os.path.join(batch_root(proc), request.run_key)
     assert os.listdir(batch) == ["good.csv"]
     # A link smuggled into a claimed batch is not followed either.
@@ -190,7 +190,7 @@ def test_directories_and_symlinks_in_proc_are_left_alone(rfolders, mongo, tmp_pa
     assert mongo.collection("things").distinct("_src") == ["good.csv"]
     assert open(outside, "rb").read() == csv_rows(5)
     assert sorted(os.listdir(proc)) == [".batch", "etc.csv", "folder.csv", "link.csv"]
-    skip = sensor.evaluate_tick(dg.build_sensor_context(resources={"folders": rfolders})).skip_message
+    skip = sensor.evaluate_tick(dg.build_sensor_context(resources={"folders": rfolders, "mongo": mongo})).skip_message
     assert "3 entries are not regular files" in skip
 
 

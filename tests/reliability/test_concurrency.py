@@ -32,7 +32,7 @@ WORKER = os.path.join(os.path.dirname(__file__), "import_worker.py")
 FILES = 10_000
 
 
-def _evaluate_until_empty(folders, start, queue) -> None:
+def _evaluate_until_empty(folders, mongo, start, queue) -> None:
     """A process evaluating the proc sensor tick after tick until nothing is left to claim."""
     claimed: list[str] = []
     real_claim = sensors.claim_batches
@@ -48,7 +48,7 @@ def _evaluate_until_empty(folders, start, queue) -> None:
     requested: list[str] = []
     start.wait(60)
     while True:
-        context = dg.build_sensor_context(resources={"folders": folders})
+        context = dg.build_sensor_context(resources={"folders": folders, "mongo": mongo})
         requested += [r.run_key for r in sensor.evaluate_tick(context).run_requests or []]
         if not scan_ready(proc, None, 0).ready:
             break
@@ -56,7 +56,7 @@ def _evaluate_until_empty(folders, start, queue) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_two_processes_evaluating_the_sensor_claim_each_file_once(rfolders):
+def test_two_processes_evaluating_the_sensor_claim_each_file_once(rfolders, mongo):
     proc = rfolders.proc_folder()
     os.makedirs(proc)
     names = [f"reading-{i:05d}.csv" for i in range(FILES)]
@@ -65,7 +65,7 @@ def test_two_processes_evaluating_the_sensor_claim_each_file_once(rfolders):
             handle.write(name)
     ctx = multiprocessing.get_context("fork")
     start, queue = ctx.Event(), ctx.Queue()
-    workers = [ctx.Process(target=_evaluate_until_empty, args=(rfolders, start, queue)) for _ in range(2)]
+    workers = [ctx.Process(target=_evaluate_until_empty, args=(rfolders, mongo, start, queue)) for _ in range(2)]
     for worker in workers:
         worker.start()
     start.set()

@@ -44,8 +44,8 @@ ROWS = 1500
 SEED = int(os.environ.get("CORE4_STRESS_SEED", random.randrange(1 << 30)))
 
 
-def evaluate(sensor, folders, instance):
-    context = dg.build_sensor_context(instance=instance, resources={"folders": folders})
+def evaluate(sensor, folders, instance, mongo):
+    context = dg.build_sensor_context(instance=instance, resources={"folders": folders, "mongo": mongo})
     return sensor.evaluate_tick(context).run_requests or []
 
 
@@ -94,7 +94,7 @@ def one_round(tmp_path, mongo, dagster_home, rng: random.Random, round_no: int) 
         originals[name] = sha256_file(put(folders.proc_folder(), name, csv_rows(ROWS, tag=str(i))))
     target = mongo.collection(collection)
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        requests = evaluate(sensor, folders, instance)
+        requests = evaluate(sensor, folders, instance, mongo)
         assert len(requests) == 2
         first = requests[0].run_key
         worker = start_worker(tmp_path, dagster_home, {
@@ -116,10 +116,10 @@ def one_round(tmp_path, mongo, dagster_home, rng: random.Random, round_no: int) 
         again = run_import(folders, mongo, first, job=job, instance=instance)
         assert again.success, where
         # A fresh tick requests the other batch (claimed, no run yet); the next has nothing to do.
-        rest = evaluate(sensor, folders, instance)
+        rest = evaluate(sensor, folders, instance, mongo)
         assert [r.run_key for r in rest] == [requests[1].run_key], where
         assert run_import(folders, mongo, rest[0].run_key, job=job, instance=instance).success
-        assert evaluate(sensor, folders, instance) == [], where
+        assert evaluate(sensor, folders, instance, mongo) == [], where
     records = [(d["_src"], d["id"]) for d in target.find({}, {"_src": 1, "id": 1, "_id": 0})]
     assert len(records) == FILES * ROWS, f"{where}: {len(records)} records"
     assert len(set(records)) == len(records), f"{where}: duplicate records"

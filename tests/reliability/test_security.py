@@ -102,11 +102,11 @@ def test_run_config_cannot_point_an_import_outside_proc(rfolders, mongo, tmp_pat
     assert mongo.collection("things").count_documents({}) == 0
 
 
-def test_a_sensor_with_a_base_outside_proc_fails_its_tick(rfolders):
+def test_a_sensor_with_a_base_outside_proc_fails_its_tick(rfolders, mongo):
     count("bad inputs tried")
     sensor = proc_folder_sensor(JOB, base="../../elsewhere")
     with pytest.raises(Exception, match="contains '..'"):
-        sensor.evaluate_tick(dg.build_sensor_context(resources={"folders": rfolders}))
+        sensor.evaluate_tick(dg.build_sensor_context(resources={"folders": rfolders, "mongo": mongo}))
 
 
 # -- folders are created 0o750 ----------------------------------------------------------------
