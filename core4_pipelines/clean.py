@@ -13,6 +13,10 @@ links, exactly these:
   in place, or the unfinished copy is removed so the source moves again);
 - empty batch folders in ``.batch/`` (``<batch id>`` and ``.<batch id>.claiming``).
 
+The hidden names are made and recognised by ``core4_resources.moves``
+(``hidden_temp_name``, ``download_temp_name``, ``move_marker_path``; a long
+``<name>`` in them is cut so the whole stays within 255 bytes).
+
 Nothing visible is ever removed. A staging folder that still holds files is
 left to the sensor, which releases it as a batch. Age is measured from the
 later of mtime and ctime, so a copy that was just given its source's old mtime
@@ -21,7 +25,6 @@ still counts as young.
 
 import argparse
 import os
-import re
 import sys
 import threading
 import time
@@ -39,15 +42,15 @@ from core4_pipelines.claims import (
 from core4_resources.errors import Core4Error
 from core4_resources.folders import FolderResource
 from core4_resources.moves import (
-    MOVE_MARKER_SUFFIX,
     finish_interrupted_move,
-    move_marker_path,
+    is_move_marker,
+    is_partial_copy,
+    marker_source,
+    printable_name,
     read_move_marker,
 )
 
 DEFAULT_OLDER_THAN = 3600.0
-PARTIAL_COPY = re.compile(r"^\..+\.(?:[0-9a-f]{12}|[0-9]+\.download)\.part$", re.DOTALL)
-MOVE_MARKER = re.compile(r"^\..+\.[0-9a-f]{8}" + re.escape(MOVE_MARKER_SUFFIX) + "$", re.DOTALL)
 
 
 @dataclass
@@ -92,23 +95,10 @@ def _distinct_roots(roots: Iterable[str]) -> list[str]:
 
 
 def _shown(path: str) -> str:
-    """A path as printed: quoted when it holds a newline or other unprintable characters."""
-    return path if path.isprintable() else repr(path)
-
-
-def _marker_source(marker_path: str) -> str | None:
-    """The existing source a marker belongs to (the file beside it whose marker it is), or None."""
-    folder, name = os.path.split(marker_path)
-    stem = name[1 : -len(MOVE_MARKER_SUFFIX)].rsplit(".", 1)[0]  # the source name, cut at 200
-    try:
-        candidates = [e.name for e in os.scandir(folder) if e.name.startswith(stem) and e.name != name]
-    except FileNotFoundError:
-        return None
-    for candidate in candidates:
-        source = os.path.join(folder, candidate)
-        if move_marker_path(source) == marker_path:
-            return source
-    return None
+    """A path as printed: bytes that are not UTF-8 as \\xNN, quoted when it holds a newline
+    or other unprintable characters."""
+    text = printable_name(path)
+    return text if text.isprintable() else repr(text)
 
 
 def sweep(
@@ -134,11 +124,12 @@ def sweep(
         for folder, _dirs, files in os.walk(root, topdown=False, onerror=lambda e: report.errors.append(str(e))):
             for name in files:
                 path = os.path.join(folder, name)
-                if not (PARTIAL_COPY.match(name) or MOVE_MARKER.match(name)) or os.path.islink(path):
+                marker = is_move_marker(name)
+                if not (marker or is_partial_copy(name)) or os.path.islink(path):
                     continue
                 age = old(path)
                 if age is not None:
-                    (markers if MOVE_MARKER.match(name) else partials).append((path, age))
+                    (markers if marker else partials).append((path, age))
             if os.path.basename(os.path.dirname(folder)) == BATCH_DIR:
                 name = os.path.basename(folder)
                 staging = name.startswith(".") and name.endswith(STAGING_SUFFIX)
@@ -167,7 +158,7 @@ def sweep(
 
 def _handle_marker(report: SweepReport, path: str, age: float, apply: bool, in_flight: set[str]) -> None:
     record = read_move_marker(path)
-    source = _marker_source(path) if record is not None else None
+    source = marker_source(path) if record is not None else None
     if record is None or source is None:
         _remove(report, SweepItem(path, "move marker", age), apply, os.unlink)
         return

@@ -9,6 +9,7 @@ import yaml
 
 from core4_pipelines.properties import JOB_TAG
 from core4_resources.config import Settings
+from core4_resources.moves import make_dirs, write_file_atomic
 
 # The PostgreSQL URL (which may hold a password) is read from this environment
 # variable at run time and never written into dagster.yaml.
@@ -100,21 +101,19 @@ def instance_config(
 
 
 def write_instance(settings: Settings, *, job_limits: Mapping[str, int] | None = None, **options) -> str:
-    """Create DAGSTER_HOME (0o750) and write its dagster.yaml; returns DAGSTER_HOME.
+    """Create DAGSTER_HOME (and missing parents, 0o750) and write its dagster.yaml (0o640),
+    whatever the umask; returns DAGSTER_HOME.
 
     ``job_limits`` (``{"<project>.<job>": max_parallel}``, see ``limits.collect_job_limits``)
     become run-queue limits; run monitoring uses ``job.zombie_time`` of the cascade.
     """
     home = dagster_home(settings)
-    os.makedirs(home, mode=0o750, exist_ok=True)
+    make_dirs(home)
     options.setdefault("zombie_time", settings.job.zombie_time)
     config = instance_config(home, postgres=bool(settings.dagster.postgres_url), job_limits=job_limits, **options)
-    path = os.path.join(home, "dagster.yaml")
-    partial = os.path.join(home, f".dagster.yaml.{os.getpid()}.part")
-    with open(partial, "w", encoding="utf-8") as handle:
-        handle.write("# Written by coco from the core4 configuration; edits are overwritten.\n")
-        yaml.safe_dump(config, handle, sort_keys=False)
-    os.replace(partial, path)
+    text = "# Written by coco from the core4 configuration; edits are overwritten.\n"
+    text += yaml.safe_dump(config, sort_keys=False)
+    write_file_atomic(os.path.join(home, "dagster.yaml"), text.encode("utf-8"))
     return home
 
 

@@ -7,6 +7,7 @@ import os
 import yaml
 
 from core4_pipelines.project import ProjectInfo, discover_projects
+from core4_resources.moves import make_dirs, write_file_atomic
 
 
 def workspace_entries(projects: list[ProjectInfo], relative_to: str | None = None) -> list[dict]:
@@ -51,13 +52,10 @@ def shown_home(home: str, relative_to: str | None) -> str:
 
 
 def write_workspace(home: str, path: str, relative: bool = False) -> tuple[list[ProjectInfo], list[str]]:
-    """Write ``path`` for the projects in ``home``; returns the projects and the skipped folders."""
+    """Write ``path`` (0o640; missing folders 0o750) for the projects in ``home``;
+    returns the projects and the skipped folders."""
     relative_to = os.path.dirname(os.path.abspath(path)) if relative else None
     text, projects, skipped = render_workspace(home, relative_to)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, mode=0o750, exist_ok=True)
-    partial = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.part")
-    with open(partial, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(partial, path)
+    make_dirs(os.path.dirname(os.path.abspath(path)))
+    write_file_atomic(path, text.encode("utf-8"))
     return projects, skipped

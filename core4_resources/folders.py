@@ -4,11 +4,20 @@ transfer, proc, archive and error are per project (``<folder>/<project>``, or
 ``<folder>/<base>`` when a base is given); temp is global. Every move goes
 through :mod:`core4_resources.moves`, so a file in flight is hidden and an
 existing target is never replaced unless asked for.
+
+Any file name the OS allows works (up to 255 bytes, not necessarily UTF-8).
+A name derived from it that would be too long (``<name>.gz``,
+``<name>.reason.txt``, a numbered copy) is shortened by :func:`derived_name`
+(``<start>~<8 hex>.csv.gz``); the original name is then in the reason file
+(``original name: ...``) and in the gzip header of the archive
+(:func:`gzip_original_name`, ``gzip -lN``). Text about a name goes through
+:func:`printable_name`. Folders made here are 0o750, files 0o640, whatever the umask.
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import re
 import shutil
@@ -25,13 +34,19 @@ from core4_resources.errors import ConfigError, FolderError
 from core4_resources.moves import (
     CONFLICT_POLICIES,
     COPY_CHUNK,
+    FILE_MODE,
+    FOLDER_MODE,
+    NAME_MAX,
     SourceMissingError,
     copy_move,
+    derived_name,
     finish_interrupted_move,
     fsync_dir,
     hidden_temp_name,
     is_hidden,
     make_dirs,
+    open_new_file,
+    printable_name,
     rename_noreplace,
     safe_move,
     write_file_atomic,
@@ -42,48 +57,62 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFLICT_POLICIES",
+    "FILE_MODE",
     "FOLDER_MODE",
     "FolderResource",
+    "NAME_MAX",
     "SourceMissingError",
+    "derived_name",
     "fsync_dir",
+    "gzip_original_name",
     "hidden_temp_name",
     "is_hidden",
     "make_dirs",
+    "open_new_file",
+    "printable_name",
     "rename_noreplace",
     "safe_move",
     "write_file_atomic",
 ]
 
-FOLDER_MODE = 0o750
+log = logging.getLogger(__name__)
 REASON_SUFFIX = ".reason.txt"
 _ID_KEYS = {"_id", "run_id"}
 _TIME_KEYS = {"year", "month", "day", "hour", "minute"}
 PatternLike = str | re.Pattern[str] | None
 
 
+def _quoted(value) -> str:
+    """A value in a message: a name quoted and readable (see printable_name), else its repr."""
+    return f"'{printable_name(value)}'" if isinstance(value, str) else repr(value)
+
+
 def _checked_inside(argument: str, value, folder: str) -> str:
     """``folder/value`` when ``value`` is a relative path that stays inside ``folder``."""
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
-    where = f"{argument}={value!r}"
+    where = f"{argument}={_quoted(value)}"
+    folder_shown = printable_name(folder)
     if not isinstance(value, str) or not value.strip() or "\0" in value:
-        raise FolderError(f"{where} is not a usable path; pass a relative path inside {folder}")
+        raise FolderError(f"{where} is not a usable path; pass a relative path inside {folder_shown}")
     if os.path.isabs(value):
         raise FolderError(
-            f"{where} is absolute; pass a path relative to {folder} (e.g. 'name' or 'sub/name')"
+            f"{where} is absolute; pass a path relative to {folder_shown} (e.g. 'name' or 'sub/name')"
         )
     if ".." in value.split("/"):
-        raise FolderError(f"{where} contains '..'; pass a path that stays inside {folder}")
+        raise FolderError(f"{where} contains '..'; pass a path that stays inside {folder_shown}")
+    if any(len(os.fsencode(part)) > NAME_MAX for part in value.split("/")):
+        raise FolderError(f"{where} has a name longer than {NAME_MAX} bytes; no filesystem takes it")
     relative = os.path.normpath(value)
     if relative == ".":
-        raise FolderError(f"{where} names {folder} itself; pass a name inside it")
+        raise FolderError(f"{where} names {folder_shown} itself; pass a name inside it")
     path = os.path.join(folder, relative)
     real_folder = os.path.realpath(folder)
     real_path = os.path.realpath(path)
     if not real_path.startswith(real_folder.rstrip("/") + "/"):
         raise FolderError(
-            f"{where} resolves to {real_path}, outside {folder} (through a symbolic link); "
-            "remove the link or pass another path"
+            f"{where} resolves to {printable_name(real_path)}, outside {folder_shown} (through a "
+            "symbolic link); remove the link or pass another path"
         )
     return path
 
@@ -95,10 +124,28 @@ def _source_path(source) -> str:
         raise FolderError(f"source={source!r} is not a usable file path")
     path = os.path.abspath(source)
     if os.path.basename(path) in ("", ".", ".."):
-        raise FolderError(f"source={source!r} does not name a file")
+        raise FolderError(f"source={_quoted(source)} does not name a file")
     if not os.path.lexists(path):
-        raise SourceMissingError(f"source={source!r} does not exist ({path}); nothing was moved")
+        raise SourceMissingError(
+            f"source={_quoted(source)} does not exist ({printable_name(path)}); nothing was moved"
+        )
     return path
+
+
+def gzip_original_name(path: str) -> str | None:
+    """The original file name that ``move_archive`` wrote into the header of the ``.gz``
+    at ``path`` (as ``gzip -lN`` shows it); None when the header holds none."""
+    with open(path, "rb") as handle:
+        header = handle.read(10)
+        if len(header) < 10 or header[:2] != b"\037\213" or not header[3] & 0x08:  # FNAME
+            return None
+        if header[3] & 0x04:  # FEXTRA comes first
+            handle.seek(int.from_bytes(handle.read(2), "little"), os.SEEK_CUR)
+        name = b""
+        while (chunk := handle.read(256)) and b"\0" not in chunk:
+            name += chunk
+        name += chunk.split(b"\0", 1)[0]
+    return os.fsdecode(name)
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -270,6 +317,12 @@ class FolderResource(dg.ConfigurableResource):
     # -- moves -----------------------------------------------------------------
 
     @staticmethod
+    def derived_name(name: str, suffix: str = "") -> str:
+        """``name + suffix`` within 255 bytes: shortened to ``<start>~<8 hex><ext><suffix>``
+        when too long, the same for the same name (see :func:`core4_resources.moves.derived_name`)."""
+        return derived_name(name, suffix)
+
+    @staticmethod
     def _move(source, folder: str, on_conflict: str) -> str:
         return safe_move(_source_path(source), folder, on_conflict=on_conflict, mode=FOLDER_MODE)
 
@@ -284,9 +337,21 @@ class FolderResource(dg.ConfigurableResource):
     def move_error(
         self, source: str, reason: str, base: str | None = None, on_conflict: str = "rename"
     ) -> str:
-        """Move ``source`` into the error folder and write ``reason`` to ``<final name>.reason.txt``."""
+        """Move ``source`` into the error folder and write ``reason`` to ``<final name>.reason.txt``.
+
+        The reason file's name is ``derived_name(<final name>, ".reason.txt")``: for a
+        name too long for the suffix it is shortened, and the reason then ends with a
+        line ``original name: <name>`` -- as it does for a name that is not UTF-8
+        (shown with ``\\xNN`` escapes, see :func:`printable_name`).
+        """
+        original = os.path.basename(_source_path(source))
         final = self._move(source, self.error_folder(base), on_conflict)
-        write_file_atomic(final + REASON_SUFFIX, str(reason).encode("utf-8"))
+        error_name = os.path.basename(final)
+        reason_name = derived_name(error_name, REASON_SUFFIX)
+        text = printable_name(str(reason))
+        if reason_name != error_name + REASON_SUFFIX or printable_name(original) != original:
+            text += f"\noriginal name: {printable_name(original)}\n"
+        write_file_atomic(os.path.join(os.path.dirname(final), reason_name), text.encode("utf-8"))
         return final
 
     def _stamp(self, run_id: str | None, started: datetime | None) -> str:
@@ -336,6 +401,11 @@ class FolderResource(dg.ConfigurableResource):
         fsync'd and renamed; the source is removed only after that. Archiving a
         source whose earlier archiving was interrupted after the ``.gz`` was in
         place finishes that one (same path returned) instead of archiving twice.
+
+        The gzip header holds the source's name, byte for byte (:func:`gzip_original_name`).
+        A name too long for ``.gz`` is archived as ``derived_name(name, ".gz")``
+        (``<start>~<8 hex>.csv.gz``, the same on every retry); the returned path
+        says where it went and a log line names both.
         """
         source = _source_path(source)
         stamp = self._stamp(run_id, started)
@@ -351,16 +421,22 @@ class FolderResource(dg.ConfigurableResource):
             raise FolderError(
                 f"on_conflict={on_conflict!r} is not one of {', '.join(map(repr, CONFLICT_POLICIES))}"
             )
-        name = os.path.basename(source) + ".gz"
+        original = os.path.basename(source)
+        name = derived_name(original, ".gz")
         finished = finish_interrupted_move(source)
         if finished is not None:
             return finished
         make_dirs(folder, FOLDER_MODE)
         mtime = int(os.stat(source).st_mtime)
+        # The original name's bytes, as GNU gzip writes them (a str would be encoded as
+        # Latin-1, or left out); it keeps the hidden temp name out of the header.
+        header_name = os.fsencode(original) + b".gz"
 
         def gzip_into(src, raw) -> None:
-            # filename= keeps the hidden temp name out of the gzip header.
-            with gzip.GzipFile(filename=name, mode="wb", fileobj=raw, compresslevel=level, mtime=mtime) as packed:
+            with gzip.GzipFile(header_name, mode="wb", fileobj=raw, compresslevel=level, mtime=mtime) as packed:
                 shutil.copyfileobj(src, packed, COPY_CHUNK)
 
-        return copy_move(source, folder, name, on_conflict, fill=gzip_into)
+        final = copy_move(source, folder, name, on_conflict, fill=gzip_into)
+        if name != original + ".gz":
+            log.info("archived %s as %s (name shortened)", printable_name(original), printable_name(final))
+        return final

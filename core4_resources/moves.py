@@ -5,6 +5,14 @@ target folder, so a listing or a sensor that skips hidden names never sees a
 half-written file. An existing target is never replaced unless asked for. A
 copy-move killed after its copy was installed is finished, not repeated, by the
 next move of the same source (a hidden ``.moving`` marker beside the source).
+
+Names are bytes to the OS: any bytes but "/" and NUL, at most 255 of them
+(``NAME_MAX``). Every name made here from another one stays within that:
+hidden in-flight names cut the name (their random or hash part keeps them
+apart), visible derived names (``<name>.gz``, ``<name>.reason.txt``, numbered
+copies) go through :func:`derived_name`. A name that is not UTF-8 arrives as
+a ``str`` with surrogate escapes; :func:`printable_name` shows it in text.
+Every folder made here is ``0o750`` and every file ``0o640``, whatever the umask.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from typing import BinaryIO, Callable
@@ -22,9 +31,11 @@ from typing import BinaryIO, Callable
 from core4_resources.errors import FolderError
 
 __all__ = [
-    "CONFLICT_POLICIES", "MOVE_MARKER_SUFFIX", "SourceMissingError", "copy_move",
+    "CONFLICT_POLICIES", "FILE_MODE", "FOLDER_MODE", "MOVE_MARKER_SUFFIX", "NAME_MAX",
+    "SourceMissingError", "copy_move", "derived_name", "download_temp_name",
     "finish_interrupted_move", "fsync_dir", "hidden_temp_name", "install_file", "is_hidden",
-    "make_dirs", "move_marker_path", "read_move_marker", "rename_noreplace", "safe_move",
+    "is_move_marker", "is_partial_copy", "make_dirs", "marker_source", "move_marker_path",
+    "open_new_file", "printable_name", "read_move_marker", "rename_noreplace", "safe_move",
     "write_file_atomic",
 ]
 
@@ -34,10 +45,16 @@ COPY_CHUNK = 1024 * 1024
 # "a.csv.gz" becomes "a.1.csv.gz", so patterns on ".csv.gz" still match.
 _COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz", ".zst", ".lz4"}
 _MAX_CONFLICT_NUMBER = 100_000
-# Leave room for the dot, the random part and ".part" within NAME_MAX (255).
-_MAX_TEMP_STEM = 200
+FOLDER_MODE = 0o750
+FILE_MODE = 0o640
+# The longest file name (in bytes) Linux filesystems accept.
+NAME_MAX = 255
+# An extension longer than this is not kept when a name is shortened.
+_MAX_KEPT_EXTENSION = 32
 # Beside the source of a copy-move while its copy is installed: ".<name>.<hash>.moving".
 MOVE_MARKER_SUFFIX = ".moving"
+_PARTIAL_COPY = re.compile(r"^\..+\.(?:[0-9a-f]{12}|[0-9]+\.download)\.part$", re.DOTALL)
+_MOVE_MARKER = re.compile(r"^\..+\.[0-9a-f]{8}" + re.escape(MOVE_MARKER_SUFFIX) + "$", re.DOTALL)
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -66,9 +83,117 @@ def is_hidden(name: str) -> bool:
     return os.path.basename(name).startswith(".")
 
 
+# -- names: within NAME_MAX bytes, readable in text ------------------------------------------
+
+
+def printable_name(name: str | bytes | os.PathLike) -> str:
+    """``name`` (or a path, or any text holding one) as valid UTF-8 text for messages and logs.
+
+    Bytes that are not UTF-8 (surrogate escapes in a ``str`` from the OS) are
+    shown as ``\\xNN``: ``b"caf\\xe9.csv"`` and ``"caf\\udce9.csv"`` both give ``caf\\xe9.csv``.
+    """
+    name = os.fspath(name) if isinstance(name, os.PathLike) else name
+    if isinstance(name, str):
+        try:
+            name = name.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no file name can hold: show it escaped
+            return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return bytes(name).decode("utf-8", "backslashreplace")
+
+
+def _size(text: str) -> int:
+    return len(os.fsencode(text))
+
+
+def _cut(text: str, budget: int) -> str:
+    """The longest start of ``text`` that is at most ``budget`` bytes; never half a character."""
+    if _size(text) <= budget:
+        return text
+    used = 0
+    for position, char in enumerate(text):
+        used += _size(char)
+        if used > budget:
+            return text[:position]
+    return text
+
+
+def _name_hash(name: str) -> str:
+    return hashlib.sha1(os.fsencode(name)).hexdigest()[:8]
+
+
+def _split_extension(name: str) -> tuple[str, str]:
+    """``("a", ".csv")`` for ``a.csv``; a compression suffix keeps the one before it: ``.csv.gz``."""
+    stem, ext = os.path.splitext(name)
+    if ext in _COMPRESSION_SUFFIXES:
+        inner_stem, inner_ext = os.path.splitext(stem)
+        if inner_ext:
+            stem, ext = inner_stem, inner_ext + ext
+    return stem, ext
+
+
+def derived_name(name: str, suffix: str = "") -> str:
+    """``name + suffix``, shortened to at most ``NAME_MAX`` bytes when it is longer.
+
+    A shortened name keeps the start of the stem and the extension and gets a
+    hash of the whole ``name``: ``<start>~<8 hex><ext><suffix>`` (e.g. a 254-byte
+    ``x...x.csv`` with ``.gz`` becomes ``x...x~1a2b3c4d.csv.gz``). The same name
+    always gives the same result, so a retry derives the same name.
+    """
+    whole = name + suffix
+    if _size(whole) <= NAME_MAX:
+        return whole
+    stem, ext = _split_extension(name)
+    if _size(ext) > _MAX_KEPT_EXTENSION:
+        stem, ext = name, ""
+    tail = f"~{_name_hash(name)}{ext}{suffix}"
+    room = NAME_MAX - _size(tail)
+    if room < 1:
+        raise FolderError(f"suffix={printable_name(suffix)!r} leaves no room for a file name")
+    return _cut(stem, room) + tail
+
+
+def _hidden_name(name: str, tag: str) -> str:
+    """``.<name>.<tag>``, the name cut so that the whole is at most ``NAME_MAX`` bytes."""
+    return f".{_cut(name, NAME_MAX - 2 - _size(tag))}.{tag}"
+
+
 def hidden_temp_name(name: str) -> str:
-    """The in-flight name of ``name``: ``.<name>.<random>.part``."""
-    return f".{name[:_MAX_TEMP_STEM]}.{uuid.uuid4().hex[:12]}.part"
+    """The in-flight name of ``name``: ``.<name>.<12 random hex>.part`` (the name cut to fit)."""
+    return _hidden_name(name, f"{uuid.uuid4().hex[:12]}.part")
+
+
+def download_temp_name(name: str, pid: int | None = None) -> str:
+    """The in-flight name of a download of ``name``: ``.<name>.<pid>.download.part`` (cut to fit)."""
+    return _hidden_name(name, f"{os.getpid() if pid is None else pid}.download.part")
+
+
+def is_partial_copy(name: str) -> bool:
+    """True for the names of :func:`hidden_temp_name` and :func:`download_temp_name`."""
+    return _PARTIAL_COPY.match(os.path.basename(name)) is not None
+
+
+def is_move_marker(name: str) -> bool:
+    """True for the names of :func:`move_marker_path`."""
+    return _MOVE_MARKER.match(os.path.basename(name)) is not None
+
+
+# -- files and folders with exact modes -------------------------------------------------------
+
+
+def open_new_file(path: str, mode: int = FILE_MODE, *, exclusive: bool = True) -> BinaryIO:
+    """Open ``path`` for writing, created with exactly ``mode`` (the umask does not change it).
+
+    ``exclusive``: FileExistsError when it exists; else an existing file is emptied.
+    The mode is set before anything is written.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, mode & 0o700)
+    try:
+        os.fchmod(fd, mode)
+        return open(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def rename_noreplace(src: str, dst: str) -> None:
@@ -109,7 +234,7 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def make_dirs(path: str, mode: int = 0o750) -> str:
+def make_dirs(path: str, mode: int = FOLDER_MODE) -> str:
     """Create ``path`` and missing parents with exactly ``mode`` (the umask does not narrow it)."""
     path = os.path.abspath(path)
     missing = []
@@ -126,25 +251,22 @@ def make_dirs(path: str, mode: int = 0o750) -> str:
         except FileExistsError:
             if not os.path.isdir(folder):
                 raise FolderError(
-                    f"cannot create folder {folder}: a file of that name exists; remove or rename it"
+                    f"cannot create folder {printable_name(folder)}: a file of that name exists; "
+                    "remove or rename it"
                 ) from None
             continue  # created concurrently by someone else: leave its mode alone
         except OSError as exc:
-            raise FolderError(f"cannot create folder {folder}: {exc.strerror}") from exc
+            raise FolderError(f"cannot create folder {printable_name(folder)}: {exc.strerror}") from exc
         os.chmod(folder, mode)
     return path
 
 
 def _numbered_names(name: str):
-    """``name``, then ``stem.1.ext``, ``stem.2.ext``, ..."""
+    """``name``, then ``stem.1.ext``, ``stem.2.ext``, ... (each shortened when too long)."""
     yield name
-    stem, ext = os.path.splitext(name)
-    if ext in _COMPRESSION_SUFFIXES:
-        inner_stem, inner_ext = os.path.splitext(stem)
-        if inner_ext:
-            stem, ext = inner_stem, inner_ext + ext
+    stem, ext = _split_extension(name)
     for number in range(1, _MAX_CONFLICT_NUMBER):
-        yield f"{stem}.{number}{ext}"
+        yield derived_name(f"{stem}.{number}{ext}")
 
 
 def _check_policy(on_conflict: str) -> None:
@@ -172,10 +294,13 @@ def install_file(src: str, target_dir: str, name: str, on_conflict: str = "renam
         except FileExistsError:
             if on_conflict == "fail":
                 raise FolderError(
-                    f"target {final} already exists (on_conflict='fail'); {src} was left in place. "
+                    f"target {printable_name(final)} already exists (on_conflict='fail'); "
+                    f"{printable_name(src)} was left in place. "
                     "Remove the target or use on_conflict='rename' or 'replace'"
                 ) from None
-    raise FolderError(f"no free name for {name} in {target_dir}: too many numbered copies exist")
+    raise FolderError(
+        f"no free name for {printable_name(name)} in {printable_name(target_dir)}: too many numbered copies exist"
+    )
 
 
 def _remove_quietly(path: str) -> None:
@@ -187,7 +312,14 @@ def _remove_quietly(path: str) -> None:
 
 def _check_name(name: str, source: str) -> None:
     if not name or name in (".", "..") or "/" in name or "\0" in name:
-        raise FolderError(f"name={name!r} (for source {source!r}) is not a plain file name")
+        raise FolderError(
+            f"name={printable_name(name)!r} (for source {printable_name(source)!r}) is not a plain file name"
+        )
+    if _size(name) > NAME_MAX:
+        raise FolderError(
+            f"name={printable_name(name)!r} (for source {printable_name(source)!r}) is longer than "
+            f"{NAME_MAX} bytes; pass a shorter name (derived_name() shortens one)"
+        )
 
 
 def safe_move(
@@ -195,7 +327,7 @@ def safe_move(
     target_dir: str,
     name: str | None = None,
     on_conflict: str = "rename",
-    mode: int = 0o750,
+    mode: int = FOLDER_MODE,
 ) -> str:
     """Move ``source`` into ``target_dir`` as ``name`` (default: its basename); return the final path.
 
@@ -209,7 +341,7 @@ def safe_move(
         name = os.path.basename(source)
     _check_name(name, source)
     if not os.path.lexists(source):
-        raise SourceMissingError(f"source {source} does not exist; nothing was moved")
+        raise SourceMissingError(f"source {printable_name(source)} does not exist; nothing was moved")
     finished = finish_interrupted_move(source)
     if finished is not None:
         return finished
@@ -218,11 +350,11 @@ def safe_move(
         return install_file(source, target_dir, name, on_conflict)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
-            raise FolderError(f"cannot move {source} into {target_dir}: {exc}") from exc
+            raise _move_failed(source, target_dir, exc) from exc
     if os.path.isdir(source) and not os.path.islink(source):
         raise FolderError(
-            f"cannot move folder {source} into {target_dir}: they are on different filesystems; "
-            "move its files one by one"
+            f"cannot move folder {printable_name(source)} into {printable_name(target_dir)}: they are on "
+            "different filesystems; move its files one by one"
         )
     return copy_move(source, target_dir, name, on_conflict)
 
@@ -234,6 +366,12 @@ def _plain_copy(src: BinaryIO, dst: BinaryIO) -> None:
     shutil.copyfileobj(src, dst, COPY_CHUNK)
 
 
+def _move_failed(source: str, target_dir: str, exc: OSError) -> FolderError:
+    return FolderError(
+        f"cannot move {printable_name(source)} into {printable_name(target_dir)}: {printable_name(str(exc))}"
+    )
+
+
 def copy_move(
     source: str,
     target_dir: str,
@@ -243,7 +381,8 @@ def copy_move(
 ) -> str:
     """Move ``source`` by copying: ``fill(src, dst)`` writes the copy (default: byte for byte).
 
-    The copy is written into a hidden temp in ``target_dir``, fsync'd and renamed
+    The copy is written into a hidden temp in ``target_dir`` (mode ``FILE_MODE``
+    from its creation on; a plain copy keeps the source's mtime), fsync'd and renamed
     to ``name``; the folder is fsync'd and only then is the source removed. While
     the copy is installed, a hidden marker beside the source records it: a crash
     between installing and removing the source is finished by the next move of the
@@ -253,29 +392,31 @@ def copy_move(
     source_dir = os.path.dirname(source)
     if not os.access(source_dir, os.W_OK):
         raise FolderError(
-            f"cannot move {source}: its folder {source_dir} is not writable, so the source could "
-            "not be removed after copying; nothing was moved. Make the folder writable"
+            f"cannot move {printable_name(source)}: its folder {printable_name(source_dir)} is not "
+            "writable, so the source could not be removed after copying; nothing was moved. "
+            "Make the folder writable"
         )
     temp = os.path.join(target_dir, hidden_temp_name(name))
     try:
-        with open(source, "rb") as src, open(temp, "xb") as dst:
+        with open(source, "rb") as src, open_new_file(temp) as dst:
             copied = os.fstat(src.fileno())
             (fill or _plain_copy)(src, dst)
             dst.flush()
             os.fsync(dst.fileno())
         if fill is None:
-            # A moved file keeps its mtime and mode, as a rename would.
-            shutil.copystat(source, temp)
+            # A moved file keeps its mtime, as a rename would; its mode is FILE_MODE.
+            os.utime(temp, ns=(copied.st_atime_ns, copied.st_mtime_ns))
         if not _still_there(source, copied):
             raise SourceMissingError(
-                f"source {source} was moved or removed by someone else while it was being copied "
-                f"into {target_dir}; nothing was moved"
+                f"source {printable_name(source)} was moved or removed by someone else while it was "
+                f"being copied into {printable_name(target_dir)}; nothing was moved"
             )
     except BaseException as exc:
         _remove_quietly(temp)
         if isinstance(exc, OSError) and not isinstance(exc, SourceMissingError):
             raise FolderError(
-                f"copying {source} into {target_dir} failed ({exc}); the source is unchanged"
+                f"copying {printable_name(source)} into {printable_name(target_dir)} failed "
+                f"({printable_name(str(exc))}); the source is unchanged"
             ) from exc
         raise
     marker = move_marker_path(source)
@@ -286,7 +427,7 @@ def copy_move(
         _remove_quietly(temp)
         _remove_quietly(marker)
         if isinstance(exc, OSError):
-            raise FolderError(f"cannot move {source} into {target_dir}: {exc}") from exc
+            raise _move_failed(source, target_dir, exc) from exc
         raise
     fsync_dir(target_dir)
     _remove_quietly(source)  # already gone: a concurrent move of the same source finished it
@@ -303,10 +444,26 @@ def _still_there(source: str, copied: os.stat_result) -> bool:
 
 
 def move_marker_path(source: str) -> str:
-    """The hidden marker beside ``source`` that records its copy while being installed."""
+    """The hidden marker beside ``source`` that records its copy while being installed:
+    ``.<name, cut to fit>.<hash of the whole name>.moving``."""
     folder, name = os.path.split(os.path.abspath(source))
-    digest = hashlib.sha1(os.fsencode(name)).hexdigest()[:8]
-    return os.path.join(folder, f".{name[:_MAX_TEMP_STEM]}.{digest}{MOVE_MARKER_SUFFIX}")
+    return os.path.join(folder, _hidden_name(name, _name_hash(name) + MOVE_MARKER_SUFFIX))
+
+
+def marker_source(marker: str) -> str | None:
+    """The existing file beside ``marker`` whose move marker it is, or None."""
+    folder, name = os.path.split(marker)
+    start = name[1 : -len(MOVE_MARKER_SUFFIX)].rsplit(".", 1)[0]  # the source name, cut to fit
+    try:
+        with os.scandir(folder) as entries:
+            candidates = [e.name for e in entries if e.name.startswith(start) and e.name != name]
+    except FileNotFoundError:
+        return None
+    for candidate in candidates:
+        source = os.path.join(folder, candidate)
+        if move_marker_path(source) == marker:
+            return source
+    return None
 
 
 def _identity(stat: os.stat_result) -> list[int]:
@@ -323,8 +480,8 @@ def _write_marker(marker: str, source: str, temp: str) -> None:
         "temp": os.path.basename(temp),
         "copy": _identity(os.stat(temp))[:3],
     }
-    with open(marker, "w", encoding="utf-8") as handle:
-        json.dump(record, handle)
+    with open_new_file(marker, exclusive=False) as handle:
+        handle.write(json.dumps(record).encode("ascii"))  # surrogate escapes become \udcNN
 
 
 def read_move_marker(marker: str) -> dict | None:
@@ -367,6 +524,7 @@ def finish_interrupted_move(source: str) -> str | None:
         return None
     final = _installed_copy(target_dir, copy)
     if final is None:
+        source, target_dir, marker = map(printable_name, (source, target_dir, marker))
         raise FolderError(
             f"an earlier move of {source} into {target_dir} was interrupted after its complete copy "
             "was installed, and that copy is no longer there (it was moved on or removed). "
@@ -395,13 +553,13 @@ def _installed_copy(target_dir: str, copy: list[int]) -> str | None:
     return None
 
 
-def write_file_atomic(path: str, data: bytes, mode: int = 0o640) -> str:
-    """Write ``data`` to ``path`` through a hidden temp beside it; readers see old or new, never half."""
+def write_file_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> str:
+    """Write ``data`` to ``path`` (exactly ``mode``) through a hidden temp beside it;
+    readers see old or new, never half."""
     folder, name = os.path.split(os.path.abspath(path))
     temp = os.path.join(folder, hidden_temp_name(name))
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with open(fd, "wb") as out:
+        with open_new_file(temp, mode) as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
