@@ -33,9 +33,9 @@ def mongo_for(settings: Settings, say: Callable[[str], None]) -> Iterator[str]:
         yield settings.mongo_url
         return
     storage = os.path.join(settings.folder.root, "mongo")
-    os.makedirs(storage, mode=0o750, exist_ok=True)
     with EmbeddedMongo(storage, log_path=os.path.join(settings.folder.root, "mongo.log")) as server:
-        say(f"embedded MongoDB on {server.url} (data in {storage})")
+        say(f"embedded MongoDB on {mask_url(server.url)} (data in {storage}, "
+            f"user and password in {server.credentials_path})")
         yield server.url
 
 

@@ -3,13 +3,27 @@
 Used when no ``mongo_url`` is configured (``coco serve``, ``coco demo``) and by the
 tests. The server runs in its own session so a Ctrl-C in the terminal reaches this
 process only, and this process decides how the server stops (cleanly, then killed).
+
+Access control: the server always runs with ``--auth`` (SCRAM-SHA-256). The first
+start for a storage folder generates a random password for the user ``core4`` and
+writes it to the credentials file beside the folder (``<storage>.credentials``,
+mode 0600, JSON) *before* the user exists; then it starts the server once without
+``--auth`` -- on 127.0.0.1, on a port the OS picked a moment before, for about a
+second -- creates the user (role ``root`` on ``admin``), drops any other user that
+appeared meanwhile, stops it, and marks the file ``"provisioned": true``. A start
+that finds the file unmarked (provisioning was interrupted) provisions again with the
+same password (``updateUser`` when the user exists). ``EmbeddedMongo.url`` carries the
+credentials: print it only through ``config.mask_url``.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import json
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -17,12 +31,14 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from types import TracebackType
 
 import pymongo
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from core4_resources.errors import EmbeddedMongoError
+from core4_resources.moves import fsync_dir, make_dirs, open_new_file
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +51,17 @@ _PROBE_TIMEOUT_MS = 250
 _POLL_SECONDS = 0.1
 _TAIL_LINES = 30
 _ADDRESS_IN_USE = ("Address already in use", "[Errno 98]")
+# How long our own, running server may refuse the credentials before that is an error
+# (a moment longer than a foreign server on a taken port needs to make ours exit).
+_AUTH_REFUSED_SECONDS = 5.0
+_AUTH_FAILED = 18  # AuthenticationFailed
+_USER_EXISTS = 51003
+FOLDER_MODE = 0o750
+PRIVATE_FILE_MODE = 0o600
+USER = "core4"
+AUTH_SOURCE = "admin"
+# What the server creates in its storage folder: readable by this user only.
+_SERVER_UMASK = 0o077
 
 
 class _PortTaken(Exception):
@@ -63,12 +90,83 @@ def find_server_executable() -> str:
     )
 
 
+@dataclass
+class Credentials:
+    """The content of a credentials file: who the embedded server lets in."""
+
+    user: str
+    password: str
+    provisioned: bool = False
+
+    @classmethod
+    def generate(cls) -> "Credentials":
+        # URL-safe characters only: the password goes into a URL unquoted.
+        return cls(user=USER, password=secrets.token_urlsafe(24))
+
+
+def read_credentials(path: str | os.PathLike) -> Credentials | None:
+    """The credentials in ``path``; None when there is no such file.
+
+    A file others may read is narrowed to 0600 first."""
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with open(fd, encoding="utf-8") as handle:
+        if os.fstat(fd).st_mode & 0o077:
+            log.warning("credentials file %s was readable by others; narrowed to 0600", path)
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+        text = handle.read()
+    try:
+        data = json.loads(text)
+        return Credentials(user=data["user"], password=data["password"],
+                           provisioned=bool(data.get("provisioned", False)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EmbeddedMongoError(
+            f"credentials file {path} is not what the embedded server wrote ({exc!r}); "
+            f"remove it, and the next start provisions a new password for the existing data"
+        ) from None
+
+
+def write_credentials(path: str | os.PathLike, credentials: Credentials) -> None:
+    """Replace ``path`` atomically with ``credentials``; the file is 0600 before it holds them."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path)
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open_new_file(temporary, PRIVATE_FILE_MODE) as handle:
+            handle.write(json.dumps(asdict(credentials), indent=2).encode() + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    fsync_dir(folder)
+
+
+def url_with_credentials(url: str, credentials_path: str | os.PathLike) -> str:
+    """``url`` -- as printed, password masked, or without a user -- with the user and
+    password of ``credentials_path`` in it (for a client of the embedded server)."""
+    credentials = read_credentials(credentials_path)
+    if credentials is None:
+        raise EmbeddedMongoError(f"no credentials file {os.fspath(credentials_path)}")
+    scheme, _, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    hostport = authority.rpartition("@")[2]
+    return f"{scheme}://{credentials.user}:{credentials.password}@{hostport}{slash}{tail}"
+
+
 class EmbeddedMongo:
     """A SecantusDB server on ``host:port`` keeping its data in ``storage_path``.
 
     ``with EmbeddedMongo(path) as server: ... server.url`` starts it, waits until it
     answers ``ping`` and stops it when the block ends, also when the block raises.
-    Its output goes to ``log_path`` (default ``<storage_path>.log`` beside the folder).
+    Its output goes to ``log_path`` (default ``<storage_path>.log`` beside the folder),
+    its user and password to ``credentials_path`` (default ``<storage_path>.credentials``).
+    ``auth=False`` runs it without access control: only for provisioning and measurements.
     """
 
     def __init__(
@@ -79,21 +177,27 @@ class EmbeddedMongo:
         port: int | None = None,
         startup_timeout: float = 30,
         log_path: str | os.PathLike | None = None,
+        credentials_path: str | os.PathLike | None = None,
+        auth: bool = True,
     ) -> None:
         self.storage_path = os.path.abspath(os.fspath(storage_path))
         self.host = host
         self.startup_timeout = startup_timeout
-        self.log_path = (
-            os.path.abspath(os.fspath(log_path))
-            if log_path is not None
-            else self.storage_path.rstrip(os.sep) + ".log"
-        )
+        self.log_path = self._beside_storage(log_path, ".log")
+        self.credentials_path = self._beside_storage(credentials_path, ".credentials")
+        self.auth = auth
+        self._credentials: Credentials | None = None
         self._requested_port = port
         self._port: int | None = port
         self._process: subprocess.Popen | None = None
         self._owner_pid: int | None = None
         self._log_offset = 0
         self._command: list[str] = []
+
+    def _beside_storage(self, path: str | os.PathLike | None, suffix: str) -> str:
+        if path is not None:
+            return os.path.abspath(os.fspath(path))
+        return self.storage_path.rstrip(os.sep) + suffix
 
     # -- properties -------------------------------------------------------------
 
@@ -107,13 +211,25 @@ class EmbeddedMongo:
         return self._process.pid if self._process is not None else None
 
     @property
+    def exit_code(self) -> int | None:
+        """The last server process's exit code (-N: killed by signal N); None while it runs."""
+        if self._process is None or os.getpid() != self._owner_pid:
+            return None
+        return self._process.poll()
+
+    @property
     def url(self) -> str:
+        """``mongodb://core4:<password>@127.0.0.1:<port>``: the user authenticates on
+        ``admin``, pymongo's default when the URL names no database. Print it masked."""
         if self._port is None:
             raise EmbeddedMongoError(
                 f"embedded server for {self.storage_path} has no port yet; call start() first"
             )
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"mongodb://{host}:{self._port}"
+        user = ""
+        if self._credentials is not None:
+            user = f"{self._credentials.user}:{self._credentials.password}@"
+        return f"mongodb://{user}{host}:{self._port}"
 
     def is_running(self) -> bool:
         if self._process is None:
@@ -133,27 +249,19 @@ class EmbeddedMongo:
         if self.is_running():
             return self
         executable = find_server_executable()
-        os.makedirs(os.path.dirname(self.log_path), mode=0o750, exist_ok=True)
-        os.makedirs(os.path.dirname(self.storage_path), mode=0o750, exist_ok=True)
-        attempts = 1 if self._requested_port is not None else _PORT_ATTEMPTS
-        last: _PortTaken | None = None
-        for attempt in range(1, attempts + 1):
-            port = self._requested_port if self._requested_port is not None else free_port(self.host)
-            try:
-                self._launch(executable, port)
-                return self
-            except _PortTaken as exc:
-                if self._requested_port is not None:
-                    raise EmbeddedMongoError(
-                        f"port {port} on {self.host} is already in use; stop what listens "
-                        f"there or choose another port.\n{exc}"
-                    ) from None
-                log.info("port %s was taken before the server bound it (attempt %s/%s)",
-                         port, attempt, attempts)
-                last = exc
-        raise EmbeddedMongoError(
-            f"embedded server found no free port on {self.host} after {attempts} attempts.\n{last}"
-        )
+        self._make_folders()
+        if self.auth:
+            self._credentials = self._provisioned_credentials()
+        self._start_on(executable, self._requested_port)
+        return self
+
+    def restart(self, grace: float = 5) -> "EmbeddedMongo":
+        """Stop the server (killed after ``grace`` seconds) or clear a dead one, and start
+        it again on the same port with the same data."""
+        port = self._port
+        self.stop(grace)
+        self._start_on(find_server_executable(), port)
+        return self
 
     def stop(self, grace: float = 10) -> None:
         """Ask the server to stop (SIGTERM), kill it after ``grace`` seconds; idempotent."""
@@ -172,6 +280,17 @@ class EmbeddedMongo:
             self._signal_group(process, signal.SIGKILL)
             process.wait()
 
+    def log_tail(self) -> str:
+        """The last lines the current (or last) server process wrote to the log, indented."""
+        try:
+            with open(self.log_path, "rb") as log_file:
+                log_file.seek(self._log_offset)
+                text = log_file.read().decode("utf-8", errors="replace")
+        except OSError as exc:
+            return f"    (log not readable: {exc})"
+        lines = text.splitlines()[-_TAIL_LINES:]
+        return "\n".join(f"    {line}" for line in lines)
+
     def __enter__(self) -> "EmbeddedMongo":
         return self.start()
 
@@ -189,15 +308,92 @@ class EmbeddedMongo:
 
     # -- internals --------------------------------------------------------------
 
+    def _make_folders(self) -> None:
+        for folder in {os.path.dirname(self.log_path), os.path.dirname(self.storage_path),
+                       os.path.dirname(self.credentials_path)}:
+            make_dirs(folder, FOLDER_MODE)
+        # A path that exists but is no folder is left for the server to refuse (with its log).
+        if not os.path.lexists(self.storage_path):
+            make_dirs(self.storage_path, FOLDER_MODE)
+
+    def _provisioned_credentials(self) -> Credentials:
+        """The credentials file's content, provisioning the user first when that has not
+        finished (a first start, or an earlier provisioning that was interrupted)."""
+        credentials = read_credentials(self.credentials_path)
+        if credentials is None:
+            credentials = Credentials.generate()
+            # On disk (0600) before the user exists: a crash from here on is repaired
+            # by the next start, which provisions the same password.
+            write_credentials(self.credentials_path, credentials)
+        if not credentials.provisioned:
+            self._provision(credentials)
+            credentials.provisioned = True
+            write_credentials(self.credentials_path, credentials)
+        return credentials
+
+    def _provision(self, credentials: Credentials) -> None:
+        log.info("provisioning user %s for %s", credentials.user, self.storage_path)
+        bare = EmbeddedMongo(self.storage_path, host="127.0.0.1", startup_timeout=self.startup_timeout,
+                             log_path=self.log_path, auth=False)
+        with bare, pymongo.MongoClient(bare.url, directConnection=True,
+                                       serverSelectionTimeoutMS=5000) as client:
+            admin = client[AUTH_SOURCE]
+            roles = [{"role": "root", "db": AUTH_SOURCE}]
+            try:
+                try:
+                    admin.command("createUser", credentials.user, pwd=credentials.password, roles=roles)
+                except OperationFailure as exc:
+                    if exc.code != _USER_EXISTS:
+                        raise
+                    # Made by an interrupted provisioning (or the file was removed): set the password.
+                    admin.command("updateUser", credentials.user, pwd=credentials.password, roles=roles)
+                # Nobody else may keep a user made while the server ran without --auth.
+                for other in admin["system.users"].find({}, {"user": 1, "db": 1}):
+                    if (other["user"], other["db"]) != (credentials.user, AUTH_SOURCE):
+                        log.warning("dropping user %s@%s of %s: not provisioned by core4",
+                                    other["user"], other["db"], self.storage_path)
+                        client[other["db"]].command("dropUser", other["user"])
+            except PyMongoError as exc:
+                raise EmbeddedMongoError(
+                    f"provisioning the user {credentials.user} for {self.storage_path} failed: {exc}; "
+                    f"the next start tries again (log: {self.log_path})"
+                ) from None
+
+    def _start_on(self, executable: str, port: int | None) -> None:
+        """Launch on ``port``, or on a free port (retried when taken meanwhile) when None."""
+        attempts = 1 if port is not None else _PORT_ATTEMPTS
+        last: _PortTaken | None = None
+        for attempt in range(1, attempts + 1):
+            chosen = port if port is not None else free_port(self.host)
+            try:
+                self._launch(executable, chosen)
+                return
+            except _PortTaken as exc:
+                if port is not None:
+                    raise EmbeddedMongoError(
+                        f"port {chosen} on {self.host} is already in use; stop what listens "
+                        f"there or choose another port.\n{exc}"
+                    ) from None
+                log.info("port %s was taken before the server bound it (attempt %s/%s)",
+                         chosen, attempt, attempts)
+                last = exc
+        raise EmbeddedMongoError(
+            f"embedded server found no free port on {self.host} after {attempts} attempts.\n{last}"
+        )
+
     def _launch(self, executable: str, port: int) -> None:
         self._command = [
             executable, "--host", self.host, "--port", str(port),
             "--storage-path", self.storage_path,
         ]
+        if self.auth:
+            self._command.append("--auth")
         # The log is a file, never a pipe: nobody reads a pipe while the server
         # runs, and a full pipe would block the server.
-        with open(self.log_path, "ab") as log_file:
-            self._log_offset = log_file.tell()
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+        with open(fd, "ab") as log_file:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+            self._log_offset = log_file.seek(0, os.SEEK_END)
             self._process = subprocess.Popen(
                 self._command,
                 stdin=subprocess.DEVNULL,
@@ -206,6 +402,7 @@ class EmbeddedMongo:
                 cwd=os.path.dirname(self.storage_path),
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 start_new_session=True,
+                umask=_SERVER_UMASK,
             )
         self._owner_pid = os.getpid()
         self._port = port
@@ -216,10 +413,22 @@ class EmbeddedMongo:
             self.stop(grace=2)
             raise
 
+    def _probe(self, port: int) -> pymongo.MongoClient:
+        credentials = {}
+        if self._credentials is not None and self.auth:
+            credentials = {"username": self._credentials.user, "password": self._credentials.password,
+                           "authSource": AUTH_SOURCE}
+        return pymongo.MongoClient(
+            self.host, port, directConnection=True,
+            serverSelectionTimeoutMS=_PROBE_TIMEOUT_MS,
+            connectTimeoutMS=_PROBE_TIMEOUT_MS, **credentials,
+        )
+
     def _wait_until_ready(self, port: int) -> None:
         process = self._process
         assert process is not None
         deadline = time.monotonic() + self.startup_timeout
+        refused_since: float | None = None
         # The client is created once the port accepts connections: a client made
         # earlier would only retry on its own (slower) heartbeat schedule.
         probe: pymongo.MongoClient | None = None
@@ -227,22 +436,32 @@ class EmbeddedMongo:
             while True:
                 code = process.poll()
                 if code is not None:
-                    tail = self._log_tail()
+                    tail = self.log_tail()
                     if any(marker in tail for marker in _ADDRESS_IN_USE):
                         raise _PortTaken(self._describe(f"exited with code {code}", tail))
                     raise EmbeddedMongoError(
                         self._describe(f"exited with code {code} during startup", tail)
                     )
                 if probe is None and self._accepts_connections(port):
-                    probe = pymongo.MongoClient(
-                        self.host, port, directConnection=True,
-                        serverSelectionTimeoutMS=_PROBE_TIMEOUT_MS,
-                        connectTimeoutMS=_PROBE_TIMEOUT_MS,
-                    )
+                    probe = self._probe(port)
                 if probe is not None:
                     try:
                         probe.admin.command("ping")
                         answering_pid = probe.admin.command("serverStatus").get("pid")
+                    except OperationFailure as exc:
+                        if exc.code != _AUTH_FAILED:
+                            raise EmbeddedMongoError(self._describe(
+                                f"refused serverStatus ({exc.details and exc.details.get('errmsg')})",
+                                self.log_tail())) from None
+                        # Ours refusing the credentials, or another server on the port (then
+                        # ours exits with "address in use" in a moment).
+                        refused_since = refused_since or time.monotonic()
+                        if time.monotonic() - refused_since > _AUTH_REFUSED_SECONDS:
+                            raise EmbeddedMongoError(self._describe(
+                                f"refused the credentials in {self.credentials_path} (user "
+                                f"{self._credentials and self._credentials.user}); if the data folder was "
+                                f"replaced, remove that file and the next start provisions a new password",
+                                self.log_tail())) from None
                     except PyMongoError:
                         pass
                     else:
@@ -251,11 +470,11 @@ class EmbeddedMongo:
                         # Another server holds the port; ours cannot bind it.
                         raise _PortTaken(self._describe(
                             f"found another server (pid {answering_pid}) on port {port}",
-                            self._log_tail(),
+                            self.log_tail(),
                         ))
                 if time.monotonic() >= deadline:
                     raise EmbeddedMongoError(self._describe(
-                        f"did not answer ping within {self.startup_timeout}s", self._log_tail()
+                        f"did not answer ping within {self.startup_timeout}s", self.log_tail()
                     ))
                 time.sleep(_POLL_SECONDS)
         finally:
@@ -276,17 +495,6 @@ class EmbeddedMongo:
             f"  log: {self.log_path}\n"
             f"  last lines of the log:\n{tail or '    (empty)'}"
         )
-
-    def _log_tail(self) -> str:
-        """The last lines this start wrote to the log."""
-        try:
-            with open(self.log_path, "rb") as log_file:
-                log_file.seek(self._log_offset)
-                text = log_file.read().decode("utf-8", errors="replace")
-        except OSError as exc:
-            return f"    (log not readable: {exc})"
-        lines = text.splitlines()[-_TAIL_LINES:]
-        return "\n".join(f"    {line}" for line in lines)
 
     @staticmethod
     def _signal_group(process: subprocess.Popen, signum: int) -> None:

@@ -25,7 +25,8 @@ def test_data_persists_across_restarts_and_the_process_always_stops(tmp_path):
 
     with EmbeddedMongo(storage) as server:
         assert server.is_running()
-        assert server.url == f"mongodb://127.0.0.1:{server.port}"
+        assert server.url.startswith("mongodb://core4:")
+        assert server.url.endswith(f"@127.0.0.1:{server.port}")
         with pymongo.MongoClient(server.url) as client:
             client.demo.sales.insert_one({"_id": "kept", "v": 1})
         first_pid = server.pid
@@ -70,6 +71,7 @@ def test_a_given_port_in_use_is_an_error(tmp_path, mongo_server):
 
 
 def test_a_port_taken_after_it_was_picked_is_replaced(tmp_path, monkeypatch, mongo_server):
+    EmbeddedMongo(tmp_path / "race").start().stop()  # provisioned: the next start picks one port
     # The first pick is a port someone else took meanwhile (the session server's).
     picks = iter([mongo_server.port])
     monkeypatch.setattr(embedded, "free_port", lambda host="127.0.0.1": next(picks, None)
@@ -83,6 +85,7 @@ def test_a_port_taken_after_it_was_picked_is_replaced(tmp_path, monkeypatch, mon
 
 
 def test_start_timeout_kills_the_server_and_says_so(tmp_path):
+    EmbeddedMongo(tmp_path / "slow").start().stop()  # provisioned, so the timeout hits the real start
     server = EmbeddedMongo(tmp_path / "slow", startup_timeout=0)
     with pytest.raises(EmbeddedMongoError, match=r"did not answer ping within 0s"):
         server.start()
