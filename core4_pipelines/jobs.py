@@ -25,7 +25,8 @@ from core4_pipelines.properties import job_properties, with_declared  # noqa: F4
 from core4_pipelines.runtime import core4_op, set_sources
 from core4_pipelines.writers import FileState, file_state, open_for_writing
 from core4_resources.errors import MongoError
-from core4_resources.folders import FolderResource, safe_move
+from core4_resources.folders import FolderResource, printable_name, safe_move
+from core4_resources.moves import download_temp_name, open_new_file
 from core4_resources.mongo import MongoResource
 
 Reader = Callable[[str], Iterable[Mapping[str, Any]]]
@@ -220,11 +221,6 @@ def _return_to_proc(path: str, outcome: FileOutcome, folders: FolderResource, ba
         return folders.move_error(path, outcome.error, base=base)
 
 
-def printable_name(name: str) -> str:
-    """``name`` as valid UTF-8 text: bytes that are not UTF-8 (legal in a file name) as \\xNN."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def _file_event(project: str, collection: str, run_id: str, batch_id: str, o: FileOutcome):
     return dg.AssetMaterialization(
         asset_key=dg.AssetKey([project, collection]),
@@ -247,11 +243,11 @@ def _report(context, project: str, collection: str, batch_id: str, o: FileOutcom
     if o.is_imported:
         context.log_event(_file_event(project, collection, context.run_id, batch_id, o))
     elif o.error:
-        context.log.error(f"{shown} moved to {o.archive}: {o.error}")
+        context.log.error(f"{shown} moved to {printable_name(o.archive or '')}: {o.error}")
     elif o.changed:
         context.log.warning(
             f"{shown} was still being written ({o.changed}): its records were removed and the "
-            f"file returned to {o.archive}, to be imported once it stays unchanged"
+            f"file returned to {printable_name(o.archive or '')}, to be imported once it stays unchanged"
         )
     elif o.vanished:
         context.log.warning(f"{shown} vanished from batch {batch_id} before it was imported; nothing of it is kept")
@@ -335,7 +331,9 @@ def import_job(
                 f"{config.batch_id} (their records are written; the next run finishes them):\n{listing}"
             )
         if failed:
-            listing = "\n".join(f"- {printable_name(o.name)} -> {o.archive}: {o.error}" for o in failed)
+            listing = "\n".join(
+                f"- {printable_name(o.name)} -> {printable_name(o.archive or '')}: {o.error}" for o in failed
+            )
             raise dg.Failure(
                 description=f"{len(failed)} of {len(outcomes)} files could not be imported and "
                 f"were moved to the error folder:\n{listing}",
@@ -386,9 +384,9 @@ def download_to_proc(
     """
     target = folders.make_transfer(filename, base=base)
     folder, final_name = os.path.split(target)
-    partial = os.path.join(folder, f".{final_name}.{os.getpid()}.download.part")
+    partial = os.path.join(folder, download_temp_name(final_name))
     try:
-        with open(partial, "wb") as handle:
+        with open_new_file(partial) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from core4_pipelines.errors import ProjectError
+from core4_resources.moves import make_dirs, open_new_file
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 MAX_NAME = 63  # also the project's MongoDB database: those names are shorter than 64 characters
@@ -135,9 +136,9 @@ def init_project(name: str, home: str, venv: bool = False, framework_source: str
         raise ProjectError(f"{folder}: refusing to overwrite existing files: {', '.join(existing)}")
     for rel, text in files.items():
         path = os.path.join(folder, rel)
-        os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
-        with open(path, "x", encoding="utf-8") as handle:
-            handle.write(text)
+        make_dirs(os.path.dirname(path))
+        with open_new_file(path) as handle:  # 0640 and 0750 exactly, whatever the umask
+            handle.write(text.encode("utf-8"))
     if venv:
         make_venv(folder, framework_source)
     return folder

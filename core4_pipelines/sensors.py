@@ -25,12 +25,12 @@ import dagster as dg
 
 from core4_pipelines.claims import Batch, claim_batches, pending_batches, scan_ready
 from core4_pipelines.clean import sweep_on_sensor_start
-from core4_pipelines.jobs import BATCH_TAG, import_run_config, printable_name
+from core4_pipelines.jobs import BATCH_TAG, import_run_config
 from core4_pipelines.properties import declared_properties, resolved_properties
 from core4_pipelines.recovery import RECOVERED_TAG, UNFINISHED, fail_orphaned_run, is_local_launcher, worker_gone
 from core4_pipelines.writers import tracker_for
 from core4_resources.errors import MongoError
-from core4_resources.folders import FolderResource
+from core4_resources.folders import FolderResource, printable_name
 from core4_resources.mongo import MongoResource
 
 DEFAULT_BATCH_SIZE = 100
