@@ -1,4 +1,4 @@
-"""kill -9 an import run mid-batch; re-execute it and tick the sensor: every record once, every file archived once.
+"""kill -9 an import run mid-batch; tick the sensor, which fails the orphaned run and asks for the batch again: every record once, every file archived once, no command typed.
 
 The import runs in a separate Python process (as Dagster's run worker would)
 against the real embedded MongoDB and a Dagster instance on disk shared with
@@ -36,6 +36,8 @@ from reliability_support import (
 from core4_pipelines.clean import sweep
 from core4_pipelines.jobs import import_job
 from core4_pipelines.readers import read_csv
+from core4_pipelines.jobs import BATCH_TAG
+from core4_pipelines.recovery import RECOVERED_TAG
 from core4_pipelines.sensors import proc_folder_sensor
 
 WORKER = os.path.join(os.path.dirname(__file__), "import_worker.py")
@@ -112,13 +114,17 @@ def one_round(tmp_path, mongo, dagster_home, rng: random.Random, round_no: int) 
         killed = worker.returncode == -signal.SIGKILL
         where = f"round {round_no}: killed at >= {threshold} records (seed {SEED})"
         check_nothing_lost(folders, originals, where)
-        # Re-execute the killed run's batch, as from the UI: same batch, new run.
-        again = run_import(folders, mongo, first, job=job, instance=instance)
-        assert again.success, where
-        # A fresh tick requests the other batch (claimed, no run yet); the next has nothing to do.
+        # No human: the next tick fails the run whose worker is gone and asks for that batch
+        # again at once, together with the other claimed batch (no run yet).
         rest = evaluate(sensor, folders, instance, mongo)
-        assert [r.run_key for r in rest] == [requests[1].run_key], where
-        assert run_import(folders, mongo, rest[0].run_key, job=job, instance=instance).success
+        expected = {requests[1].run_key} | ({f"{first}.run2"} if killed else set())
+        assert {r.run_key for r in rest} == expected, where
+        if killed:
+            (dead,) = instance.get_runs(filters=dg.RunsFilter(tags={BATCH_TAG: first}))
+            assert dead.status == dg.DagsterRunStatus.FAILURE, where
+            assert dead.tags[RECOVERED_TAG] == "worker_gone"
+        for request in rest:
+            assert run_import(folders, mongo, request.tags[BATCH_TAG], job=job, instance=instance).success, where
         assert evaluate(sensor, folders, instance, mongo) == [], where
     records = [(d["_src"], d["id"]) for d in target.find({}, {"_src": 1, "id": 1, "_id": 0})]
     assert len(records) == FILES * ROWS, f"{where}: {len(records)} records"
