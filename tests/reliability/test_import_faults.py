@@ -1,0 +1,190 @@
+"""Faults inside one batch: a slow writer, a file that changes or vanishes mid-import, a full
+archive disk, and names at the limits. One file's trouble never stops the rest of its batch."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import pytest
+from reliability_support import (
+    archived,
+    content_sha256,
+    count,
+    csv_rows,
+    failure_text,
+    put,
+    run_import,
+    sha256_file,
+    visible_files,
+)
+
+from core4_pipelines.claims import batch_files, pending_batches
+from core4_pipelines.jobs import BATCH_TAG, import_job
+from core4_pipelines.readers import read_csv
+from core4_pipelines.sensors import proc_folder_sensor
+from core4_resources.folders import FolderResource, printable_name
+
+JOB = import_job("import_things", read=read_csv, collection="things", properties={"error_time": 0})
+
+
+def tick(sensor, folders, mongo, instance=None):
+    context = dg.build_sensor_context(instance=instance, resources={"folders": folders, "mongo": mongo})
+    return sensor.evaluate_tick(context)
+
+
+def claim(folders, mongo, **options) -> str:
+    (request,) = tick(proc_folder_sensor(JOB, min_age_seconds=0, **options), folders, mongo).run_requests
+    return request.run_key
+
+
+def test_a_writer_that_pauses_longer_than_min_age_is_imported_whole_once(rfolders, mongo):
+    """The writer keeps its file open and pauses 1.5 s (> min_age 0.5 s) between rows."""
+    count("bad inputs tried")
+    path = os.path.join(rfolders.proc_folder(), "slow.csv")
+    os.makedirs(rfolders.proc_folder(), exist_ok=True)
+    script = (
+        "import sys, time\n"
+        f"f = open({path!r}, 'w')\n"
+        "f.write('id,tag,value\\n'); f.flush()\n"
+        "for part in range(4):\n"
+        "    for i in range(part * 10, part * 10 + 10):\n"
+        "        f.write(f'{i},slow,{i}\\n')\n"
+        "    f.flush()\n"
+        "    time.sleep(1.5)\n"
+        "f.close()\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script])
+    sensor = proc_folder_sensor(JOB, min_age_seconds=0.5)
+    with dg.instance_for_test() as instance:
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                for request in tick(sensor, rfolders, mongo, instance).run_requests or []:
+                    run_import(rfolders, mongo, request.tags[BATCH_TAG], job=JOB, instance=instance)
+                if writer.poll() is not None and not os.path.exists(path) and not pending_batches(rfolders.proc_folder()):
+                    break
+                time.sleep(0.2)
+        finally:
+            writer.kill()
+            writer.wait()
+    things = mongo.collection("things")
+    assert sorted(d["id"] for d in things.find({"_src": "slow.csv"})) == list(range(40))
+    (paths,) = archived(rfolders).values()
+    assert len(paths) == 1
+
+
+def test_a_file_that_grows_while_it_is_read_goes_back_to_proc_without_records(rfolders, mongo):
+    count("bad inputs tried")
+    put(rfolders.proc_folder(), "growing.csv", csv_rows(5, tag="g"))
+    put(rfolders.proc_folder(), "steady.csv", csv_rows(5, tag="s"))
+
+    def read_while_a_writer_appends(path):
+        if os.path.basename(path) == "growing.csv":
+            with open(path, "a") as handle:
+                handle.write("5,g,2.5\n")
+        yield from read_csv(path)
+
+    job = import_job("import_things", read=read_while_a_writer_appends, collection="things")
+    batch = claim(rfolders, mongo)
+    result = run_import(rfolders, mongo, batch, job=job)
+    assert result.success
+    things = mongo.collection("things")
+    assert things.count_documents({"_src": "growing.csv"}) == 0
+    assert things.count_documents({"_src": "steady.csv"}) == 5
+    assert visible_files(rfolders.proc_folder()) == [os.path.join(rfolders.proc_folder(), "growing.csv")]
+    # Claimed again later, it is imported whole.
+    batch = claim(rfolders, mongo)
+    assert run_import(rfolders, mongo, batch).success
+    assert things.count_documents({"_src": "growing.csv"}) == 6
+
+
+def test_a_file_deleted_from_its_batch_mid_run_does_not_fail_the_others(rfolders, mongo):
+    count("bad inputs tried")
+    for name in ("a.csv", "b.csv", "c.csv"):
+        put(rfolders.proc_folder(), name, csv_rows(4, tag=name))
+    batch = claim(rfolders, mongo)
+
+    def read_and_lose_b(path):
+        if os.path.basename(path) == "a.csv":
+            os.unlink(os.path.join(os.path.dirname(path), "b.csv"))  # someone removes it
+        yield from read_csv(path)
+
+    job = import_job("import_things", read=read_and_lose_b, collection="things")
+    result = run_import(rfolders, mongo, batch, job=job)
+    assert result.success
+    assert sorted(mongo.collection("things").distinct("_src")) == ["a.csv", "c.csv"]
+    assert sorted(archived(rfolders)) == ["a.csv", "c.csv"]
+    summary = result.output_for_node(f"{JOB.name}_batch")
+    assert (summary["imported"], summary["vanished"], summary["errors"]) == (2, 1, 0)
+
+
+def test_a_full_archive_disk_keeps_the_file_claimed_and_the_sensor_finishes_it(rfolders, mongo, monkeypatch):
+    count("bad inputs tried")
+    originals = {n: sha256_file(put(rfolders.proc_folder(), n, csv_rows(3, tag=n))) for n in ("x.csv", "y.csv")}
+    real = FolderResource.move_archive
+    full = {"y.csv"}
+
+    def archive_on_a_full_disk(self, source, *args, **kwargs):
+        if os.path.basename(source) in full:
+            raise OSError(errno.ENOSPC, "No space left on device", source)
+        return real(self, source, *args, **kwargs)
+
+    monkeypatch.setattr(FolderResource, "move_archive", archive_on_a_full_disk)
+    sensor = proc_folder_sensor(JOB, min_age_seconds=0)
+    with dg.instance_for_test() as instance:
+        (request,) = tick(sensor, rfolders, mongo, instance).run_requests
+        first = run_import(rfolders, mongo, request.run_key, instance=instance)
+        assert not first.success
+        assert "y.csv: OSError" in failure_text(first) and "stay in batch" in failure_text(first)
+        (batch,) = pending_batches(rfolders.proc_folder())
+        assert batch_files(batch.path) == ["y.csv"]
+        full.clear()  # space again
+        (again,) = tick(sensor, rfolders, mongo, instance).run_requests
+        assert again.run_key == f"{request.run_key}.run2"
+        assert run_import(rfolders, mongo, request.run_key, instance=instance).success
+    things = mongo.collection("things")
+    assert things.count_documents({}) == 6 and things.count_documents({"_src": "y.csv"}) == 3
+    for name, (path,) in archived(rfolders).items():
+        assert content_sha256(path) == originals[name]
+    assert visible_files(rfolders.proc_folder()) == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "r" * 251 + ".csv",  # 255 bytes: .gz, .reason.txt and the hidden temp names would not fit
+        "ü" * 125 + "x.csv",  # 256 characters would not do; 255 bytes of two-byte characters
+        os.fsdecode(b"caf\xe9-latin1.csv"),  # not UTF-8
+    ],
+    ids=["255-ascii", "255-utf8", "not-utf8"],
+)
+def test_every_legal_name_is_imported_and_archived(rfolders, mongo, name):
+    count("bad inputs tried")
+    assert len(os.fsencode(name)) <= 255
+    original = sha256_file(put(rfolders.proc_folder(), name, csv_rows(3, tag="n")))
+    put(rfolders.proc_folder(), "bad.csv", "id,tag\n1\n")  # in the same batch: to error
+    result = run_import(rfolders, mongo, claim(rfolders, mongo))
+    assert not result.success and "bad.csv" in failure_text(result)
+    shown = printable_name(name)
+    assert mongo.collection("things").count_documents({"_src": shown}) == 3
+    (archive,) = [p for p in visible_files(rfolders.archive_folder())]
+    assert len(os.fsencode(os.path.basename(archive))) <= 255
+    assert content_sha256(archive) == original
+    assert visible_files(rfolders.proc_folder()) == []
+
+
+def test_a_long_name_with_bad_content_goes_to_error_with_its_reason(rfolders, mongo):
+    count("bad inputs tried")
+    name = "e" * 251 + ".csv"
+    put(rfolders.proc_folder(), name, "id,tag\n1\n")
+    result = run_import(rfolders, mongo, claim(rfolders, mongo))
+    assert not result.success
+    error_files = visible_files(rfolders.error_folder())
+    assert os.path.join(rfolders.error_folder(), name) in error_files
+    (reason,) = [p for p in error_files if p.endswith(".reason.txt")]
+    assert name in open(reason, encoding="utf-8").read()
