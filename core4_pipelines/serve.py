@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import errno
+import glob
 import importlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from typing import Callable, Iterator
+
+import pymongo
+from pymongo.errors import PyMongoError
 
 from core4_pipelines.claims import pending_batches, scan_ready
 from core4_pipelines.errors import PipelineError
@@ -20,6 +27,7 @@ from core4_pipelines.project import project_settings
 from core4_pipelines.workspace import write_workspace
 from core4_resources.config import Settings, mask_url
 from core4_resources.embedded import EmbeddedMongo
+from core4_resources.errors import EmbeddedMongoError
 from core4_resources.mongo import MongoResource
 
 MONGO_URL_ENV = "CORE4_OPTION_DEFAULT__mongo_url"
@@ -27,16 +35,23 @@ DEMO_PATTERN = r"readings-.*\.csv$"
 
 
 @contextlib.contextmanager
-def mongo_for(settings: Settings, say: Callable[[str], None]) -> Iterator[str]:
-    """The configured MongoDB URL, or an embedded server under folder.root for the duration."""
+def embedded_mongo_for(settings: Settings, say: Callable[[str], None]) -> Iterator[EmbeddedMongo | None]:
+    """An embedded server under folder.root for the duration; None when mongo_url is configured."""
     if settings.mongo_url:
-        yield settings.mongo_url
+        yield None
         return
     storage = os.path.join(settings.folder.root, "mongo")
     with EmbeddedMongo(storage, log_path=os.path.join(settings.folder.root, "mongo.log")) as server:
         say(f"embedded MongoDB on {mask_url(server.url)} (data in {storage}, "
             f"user and password in {server.credentials_path})")
-        yield server.url
+        yield server
+
+
+@contextlib.contextmanager
+def mongo_for(settings: Settings, say: Callable[[str], None]) -> Iterator[str]:
+    """The configured MongoDB URL, or an embedded server under folder.root for the duration."""
+    with embedded_mongo_for(settings, say) as server:
+        yield server.url if server is not None else settings.mongo_url
 
 
 def _dagster_executable() -> str:
@@ -47,52 +62,241 @@ def _dagster_executable() -> str:
     return found
 
 
+def check_port_free(host: str, port: int) -> None:
+    """PipelineError naming ``host:port`` when something listens there already."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise PipelineError(f"cannot serve the Dagster UI on {host}:{port}: {exc.strerror}; "
+                            f"pass --host or set dagster.host") from None
+    family, kind, proto, _, address = addresses[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As the webserver binds: SO_REUSEADDR, so a closed connection in TIME_WAIT does not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise PipelineError(f"cannot serve the Dagster UI on {host}:{port}: {exc.strerror}") from None
+            raise PipelineError(
+                f"cannot serve the Dagster UI on {host}:{port}: the port is in use by another program "
+                f"(another coco serve or dagster dev?). Stop it, or choose a free port: "
+                f"coco serve --port <port>, or dagster.port in your configuration"
+            ) from None
+
+
 def serve(settings: Settings, host: str, port: int, say: Callable[[str], None] = print) -> int:
-    """Run ``dagster dev`` over the projects in folder.home until interrupted; returns its exit code."""
+    """Run ``dagster dev`` over the projects in folder.home and supervise it and the embedded
+    MongoDB until interrupted (exit 0) or until dagster dev dies (its exit code, never 0)."""
     home = settings.folder.home
     if not home:
         raise PipelineError("folder.home is not set: pass --home DIR or set folder.home in your config")
-    with mongo_for(settings, say) as mongo_url:
-        env = dict(os.environ)
-        env[MONGO_URL_ENV] = mongo_url
-        env["CORE4_OPTION_folder__home"] = home
-        env["CORE4_OPTION_folder__root"] = settings.folder.root
-        limits, problems = collect_job_limits(home, env=env)
-        for problem in problems:
-            say(f"max_parallel not applied for {problem}")
-        dagster_home = write_instance(settings, job_limits=limits)
-        env.update(instance_environment(settings))
-        workspace = os.path.join(dagster_home, "workspace.yaml")
-        projects, skipped = write_workspace(home, workspace)
-        for reason in skipped:
-            say(f"skipped: {reason}")
-        say(f"{len(projects)} projects from {home}: {', '.join(p.name for p in projects) or '(none)'}")
-        command = [_dagster_executable(), "dev", "-w", workspace, "-h", host, "-p", str(port)]
-        process = subprocess.Popen(command, env=env, start_new_session=True)
-        say(f"Dagster UI: http://{host}:{port}  (MongoDB {mask_url(mongo_url)}; Ctrl-C stops everything)")
-        return _wait_and_stop(process)
-
-
-def _wait_and_stop(process: subprocess.Popen, grace: float = 30.0) -> int:
-    """Wait for ``process``; on Ctrl-C or SIGTERM stop its whole process group."""
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    check_port_free(host, port)
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        with _sigterm_as_interrupt(), embedded_mongo_for(settings, say) as server:
+            return _serve_with(settings, server, host, port, say)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the supervision took over, or while it stopped
+        say("interrupted; everything coco serve started is stopped")
         return 0
+
+
+def _serve_with(settings: Settings, server: EmbeddedMongo | None, host: str, port: int,
+                say: Callable[[str], None]) -> int:
+    """serve() once MongoDB runs: the instance, the workspace, then dagster dev under supervision."""
+    home = settings.folder.home
+    mongo_url = server.url if server is not None else settings.mongo_url
+    env = dict(os.environ)
+    env[MONGO_URL_ENV] = mongo_url
+    env["CORE4_OPTION_folder__home"] = home
+    env["CORE4_OPTION_folder__root"] = settings.folder.root
+    limits, problems = collect_job_limits(home, env=env)
+    for problem in problems:
+        say(f"max_parallel not applied for {problem}")
+    dagster_home = write_instance(settings, job_limits=limits)
+    env.update(instance_environment(settings))
+    workspace = os.path.join(dagster_home, "workspace.yaml")
+    projects, skipped = write_workspace(home, workspace)
+    for reason in skipped:
+        say(f"skipped: {reason}")
+    say(f"{len(projects)} projects from {home}: {', '.join(p.name for p in projects) or '(none)'}")
+    command = [_dagster_executable(), "dev", "-w", workspace, "-h", host, "-p", str(port)]
+    say(f"Dagster UI: http://{host}:{port}  (MongoDB {mask_url(mongo_url)}; Ctrl-C stops everything)")
+    return Supervisor(subprocess.Popen(command, env=env, start_new_session=True), server, say).run()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, so it stops everything as Ctrl-C does."""
+    def interrupt(*_) -> None:
+        raise KeyboardInterrupt()
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-        # Children of dagster dev (code servers, run workers) share its group.
+
+
+class Supervisor:
+    """Watches ``dagster dev`` and the embedded MongoDB, once a second.
+
+    - dagster dev exits: stop, and return non-zero (its code; 128+N when killed by signal N;
+      1 when it exited 0 without being asked to), so a supervisor restarts coco serve.
+    - the embedded MongoDB dies, or answers no ping ``ping_failures`` times in a row
+      (one ping every ``ping_every`` seconds): restart it on the same port with the same
+      data; more than ``max_restarts`` within ``restart_window`` seconds: stop, return 1.
+    - Ctrl-C or SIGTERM: stop dagster dev's whole process group (killed after ``grace``
+      seconds), return 0. The caller stops MongoDB.
+    """
+
+    def __init__(self, dagster: subprocess.Popen, mongo: EmbeddedMongo | None, say: Callable[[str], None], *,
+                 poll_every: float = 1.0, ping_every: float = 5.0, ping_failures: int = 3,
+                 max_restarts: int = 5, restart_window: float = 600.0, grace: float = 30.0) -> None:
+        self.dagster = dagster
+        self.mongo = mongo
+        self.say = say
+        self.poll_every = poll_every
+        self.ping_every = ping_every
+        self.ping_failures = ping_failures
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
+        self.grace = grace
+        self._restarts: collections.deque[float] = collections.deque()
+        self._failed_pings = 0
+        self._next_ping = time.monotonic() + ping_every
+        self._client: pymongo.MongoClient | None = None
+
+    def run(self) -> int:
+        try:
+            while True:
+                code = self.dagster.poll()
+                if code is not None:
+                    return self._dagster_died(code)
+                if self.mongo is not None and not self._mongo_ok():
+                    return self._stop(1)
+                time.sleep(self.poll_every)
+        except KeyboardInterrupt:
+            return self._stop(0)
+        finally:
+            self._close_client()
+            # Children of dagster dev (code servers, run workers) share its group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.dagster.pid, signal.SIGKILL)
+
+    # -- dagster dev -------------------------------------------------------------------
+
+    def _dagster_died(self, code: int) -> int:
+        exit_code = 128 - code if code < 0 else code or 1
+        how = f"exit {code}" + (f", killed by {signal.Signals(-code).name}" if code < 0 else "")
+        self.say(f"dagster dev (pid {self.dagster.pid}) died ({how}); stopping everything and "
+                 f"exiting with {exit_code}, so whatever supervises coco serve can restart it")
+        return self._stop(exit_code)
+
+    def _stop(self, code: int) -> int:
+        """Stop dagster dev's process group (SIGTERM, SIGKILL after the grace); return ``code``."""
+        group = self.dagster.pid
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.dagster.wait(self.grace)
+        # Its code servers and run workers share its group: give them the rest of the grace.
+        while time.monotonic() < deadline and _group_alive(group):
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+        self.dagster.wait()
+        return code
+
+    # -- the embedded MongoDB --------------------------------------------------------------
+
+    def _mongo_ok(self) -> bool:
+        """False once it cannot be restarted (any more); restarts it when dead or hung."""
+        mongo = self.mongo
+        assert mongo is not None
+        if not mongo.is_running():
+            return self._restart(f"embedded MongoDB died (exit {mongo.exit_code})", grace=0)
+        if time.monotonic() < self._next_ping:
+            return True
+        self._next_ping = time.monotonic() + self.ping_every
+        try:
+            self._ping_client().admin.command("ping")
+        except PyMongoError as exc:
+            self._failed_pings += 1
+            if self._failed_pings < self.ping_failures:
+                return True
+            # Hung (a stopped process, a stuck storage engine): SIGTERM gets a short grace only.
+            return self._restart(
+                f"embedded MongoDB (pid {mongo.pid}) answered no ping {self._failed_pings} times in a row "
+                f"(~{self._failed_pings * self.ping_every:g}s; last: {type(exc).__name__}); killed it", grace=2)
+        self._failed_pings = 0
+        return True
+
+    def _restart(self, what: str, grace: float) -> bool:
+        mongo = self.mongo
+        assert mongo is not None
+        now = time.monotonic()
+        while self._restarts and now - self._restarts[0] > self.restart_window:
+            self._restarts.popleft()
+        if len(self._restarts) >= self.max_restarts:
+            self.say(f"{what}; it was restarted {len(self._restarts)} times within "
+                     f"{self.restart_window / 60:g} minutes already: giving up, stopping dagster dev.\n"
+                     f"  log: {mongo.log_path}\n  last lines of the log:\n{mongo.log_tail()}")
+            return False
+        self._restarts.append(now)
+        self._close_client()
+        self._failed_pings = 0
+        try:
+            mongo.restart(grace=grace)
+        except EmbeddedMongoError as exc:
+            self.say(f"{what}; restarting it on port {mongo.port} failed, stopping dagster dev:\n{exc}")
+            return False
+        self._next_ping = time.monotonic() + self.ping_every
+        self.say(f"{what}; restarted on the same port {mongo.port} (pid {mongo.pid}, data in {mongo.storage_path}; "
+                 f"restart {len(self._restarts)} of at most {self.max_restarts} "
+                 f"within {self.restart_window / 60:g} minutes)")
+        return True
+
+    def _ping_client(self) -> pymongo.MongoClient:
+        if self._client is None:
+            assert self.mongo is not None
+            timeout_ms = int(min(self.ping_every, 2.0) * 1000)
+            self._client = pymongo.MongoClient(
+                self.mongo.url, directConnection=True, serverSelectionTimeoutMS=timeout_ms,
+                connectTimeoutMS=timeout_ms, socketTimeoutMS=timeout_ms)
+        return self._client
+
+    def _close_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a process of ``group`` still runs. Zombies do not count: in a container
+    nothing may ever reap them, and then they would hold every stop for the full grace."""
+    if not os.path.isdir("/proc"):
+        return _signal_reaches(group)
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat, encoding="utf-8", errors="replace") as handle:
+                # "<pid> (<name>) <state> <ppid> <pgrp> ..."; the name may hold ")".
+                state, _, pgrp = handle.read().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if pgrp == str(group) and state != "Z":
+            return True
+    return False
+
+
+def _signal_reaches(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def run_demo(settings: Settings, say: Callable[[str], None] = print, timeout: float = 120.0) -> dict:

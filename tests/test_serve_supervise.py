@@ -1,0 +1,81 @@
+"""The Supervisor of `coco serve` with a real embedded MongoDB and a stand-in for `dagster dev`
+(a real process in its own session): the restart bound, and a dagster dev that exits by itself.
+The whole `coco serve` is exercised in tests/live/test_live_supervise.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pymongo
+from pymongo.write_concern import WriteConcern
+
+from core4_pipelines.serve import Supervisor
+from core4_resources.embedded import EmbeddedMongo
+
+STAND_IN = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_mongodb_dying_too_often_stops_everything_with_the_log_tail(tmp_path):
+    said: list[str] = []
+    stand_in = subprocess.Popen(STAND_IN, start_new_session=True)
+    with EmbeddedMongo(tmp_path / "mongo") as mongo:
+        with pymongo.MongoClient(mongo.url) as client:
+            # Journaled: a kill -9 right after an unjournaled write may lose it (see make_durable).
+            client.demo.get_collection("kept", write_concern=WriteConcern(j=True)).insert_one({"_id": 1})
+        port, killed = mongo.port, []
+
+        def kill_mongo(text: str | None = None) -> None:
+            """Kill the server now, and again each time it is said to be restarted."""
+            if text is not None:
+                said.append(text)
+            if text is None or "restarted on the same port" in text:
+                killed.append(mongo.pid)
+                os.kill(mongo.pid, signal.SIGKILL)
+
+        kill_mongo()
+        supervisor = Supervisor(stand_in, mongo, kill_mongo, poll_every=0.1, max_restarts=2, grace=5)
+        code = supervisor.run()
+
+        assert code == 1
+        assert [text.split(";")[0] for text in said] == ["embedded MongoDB died (exit -9)"] * 3
+        assert f"restarted on the same port {port} " in said[0] and "restart 2 of at most 2" in said[1]
+        assert "restarted 2 times within 10 minutes already: giving up" in said[2]
+        assert f"log: {mongo.log_path}" in said[2] and "last lines of the log" in said[2]
+        assert stand_in.poll() is not None and _gone(stand_in.pid)
+        assert all(_gone(pid) for pid in killed)
+        # The data folder is intact: a later start finds what was there.
+        mongo.restart()
+        with pymongo.MongoClient(mongo.url) as client:
+            assert client.demo.kept.find_one() == {"_id": 1}
+
+
+def test_a_dagster_dev_exiting_0_on_its_own_is_still_a_failure():
+    said: list[str] = []
+    stand_in = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    assert Supervisor(stand_in, None, said.append, poll_every=0.1).run() == 1
+    assert said == [f"dagster dev (pid {stand_in.pid}) died (exit 0); stopping everything and exiting with 1, "
+                    f"so whatever supervises coco serve can restart it"]
+
+
+def test_an_interrupt_stops_the_process_group_and_returns_0():
+    said: list[str] = []
+    stand_in = subprocess.Popen(STAND_IN, start_new_session=True)
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        assert Supervisor(stand_in, None, said.append, poll_every=0.1, grace=5).run() == 0
+    finally:
+        timer.cancel()
+    assert said == [] and stand_in.returncode == -signal.SIGTERM
