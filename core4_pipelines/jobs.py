@@ -21,6 +21,7 @@ from pydantic import Field
 
 from core4_pipelines.claims import batch_files, batch_path, is_batch_id
 from core4_pipelines.errors import ImportBatchError, RecordError
+from core4_pipelines.readers import check_field_names
 from core4_pipelines.properties import job_properties, with_declared  # noqa: F401 - job_properties is public here
 from core4_pipelines.runtime import core4_op, set_sources
 from core4_pipelines.writers import FileState, file_state, open_for_writing
@@ -72,12 +73,17 @@ def _records_with_ids(read: Reader, path: str, batch_id: str, name: str):
     # duplicate keys (they are an earlier attempt's writes), so a repeat inside one
     # file would otherwise vanish silently.
     own_ids: dict[str, int] = {}
+    checked_keys: tuple = ()
     for position, record in enumerate(read(path)):
         if not isinstance(record, Mapping):
             raise RecordError(
                 f"{path}: record {position} is a {type(record).__name__}, expected a mapping"
             )
         document = dict(record)
+        keys = tuple(document)
+        if keys != checked_keys:  # records of one file mostly share their keys: checked once
+            check_field_names(keys, f"{printable_name(path)}: record {position}")
+            checked_keys = keys
         if "_id" in document:
             first = own_ids.setdefault(repr(document["_id"]), position)
             if first != position:

@@ -188,3 +188,21 @@ def test_a_long_name_with_bad_content_goes_to_error_with_its_reason(rfolders, mo
     assert os.path.join(rfolders.error_folder(), name) in error_files
     (reason,) = [p for p in error_files if p.endswith(".reason.txt")]
     assert name in open(reason, encoding="utf-8").read()
+
+
+def test_a_reader_yielding_keys_mongodb_cannot_store_sends_the_file_to_error(rfolders, mongo):
+    count("bad inputs tried")
+    put(rfolders.proc_folder(), "operators.jsonl", "ignored")
+    put(rfolders.proc_folder(), "fine.jsonl", "ignored")
+
+    def read_records(path):
+        yield {"a": 1}
+        if os.path.basename(path) == "operators.jsonl":
+            yield {"a": 2, "$where": "1"}
+
+    job = import_job("import_things", read=read_records, collection="things")
+    result = run_import(rfolders, mongo, claim(rfolders, mongo), job=job)
+    assert not result.success
+    assert "record 1: field '$where' starts with '$'" in failure_text(result)
+    assert mongo.collection("things").distinct("_src") == ["fine.jsonl"]
+    assert os.path.exists(os.path.join(rfolders.error_folder(), "operators.jsonl"))
