@@ -111,6 +111,12 @@ def run(smoke: bool) -> list[Row]:
         if imported != total:
             raise AssertionError(f"the import job wrote {imported} of {total} records")
         parse_s = _time(lambda: sum(1 for path in paths for _ in read_csv(path)))
+        # The batch's durability point (one j:true write), each time after 1,000 fresh
+        # unjournaled documents, as at the end of a batch.
+        durable_s = []
+        for round_no in range(5 if smoke else 21):
+            database["durability"].insert_many([{"n": round_no, "i": i} for i in range(INSERT_BATCH)])
+            durable_s.append(_time(mongo.make_durable))
         database.client.drop_database(database.name)
     return [
         Row(
@@ -126,6 +132,9 @@ def run(smoke: bool) -> list[Row]:
                 "baseline_docs_per_s": total / statistics.median(baseline_s),
                 "op_s": statistics.median(op_seconds[1:] or op_seconds),
                 "parse_only_s": parse_s,
+                # one per batch: its share of this import's time
+                "durability_point_s": statistics.median(durable_s),
+                "durability_point_share": statistics.median(durable_s) / statistics.median(ours_s),
             },
         )
     ]
