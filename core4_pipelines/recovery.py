@@ -113,3 +113,25 @@ def fail_orphaned_runs(instance: dg.DagsterInstance, *, start_grace: float = 0.0
             fail_orphaned_run(instance, record, reason)
             failed.append((record.dagster_run.run_id, reason))
     return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m core4_pipelines.recovery DAGSTER_HOME``: fail the runs a crash orphaned.
+
+    ``coco serve`` runs it before it starts Dagster, in a process of its own so that
+    its own process stays free of Dagster. Prints one line per run it failed.
+    """
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m core4_pipelines.recovery DAGSTER_HOME", file=sys.stderr)
+        return 2
+    with dg.DagsterInstance.from_config(args[0]) as instance:
+        for run_id, reason in fail_orphaned_runs(instance):
+            print(f"run {run_id} failed: {reason}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

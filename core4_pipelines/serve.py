@@ -114,6 +114,7 @@ def _serve_with(settings: Settings, server: EmbeddedMongo | None, host: str, por
         say(f"max_parallel not applied for {problem}")
     dagster_home = write_instance(settings, job_limits=limits)
     env.update(instance_environment(settings))
+    _fail_orphaned_runs(dagster_home, env, say)
     workspace = os.path.join(dagster_home, "workspace.yaml")
     projects, skipped = write_workspace(home, workspace)
     for reason in skipped:
@@ -122,6 +123,21 @@ def _serve_with(settings: Settings, server: EmbeddedMongo | None, host: str, por
     command = [_dagster_executable(), "dev", "-w", workspace, "-h", host, "-p", str(port)]
     say(f"Dagster UI: http://{host}:{port}  (MongoDB {mask_url(mongo_url)}; Ctrl-C stops everything)")
     return Supervisor(subprocess.Popen(command, env=env, start_new_session=True), server, say).run()
+
+
+def _fail_orphaned_runs(dagster_home: str, env: dict[str, str], say: Callable[[str], None]) -> None:
+    """Runs left starting or started by a crash of the stack hold run slots and batches
+    forever: before Dagster starts, those whose worker is gone are failed (in a process
+    of their own: this one does not load Dagster)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "core4_pipelines.recovery", dagster_home],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    for line in done.stdout.splitlines():
+        say(f"recovered after a crash: {line}")
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        say(f"could not check for runs orphaned by a crash (exit {done.returncode}); going on:\n{tail}")
 
 
 @contextlib.contextmanager

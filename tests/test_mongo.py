@@ -12,6 +12,7 @@ from bson.errors import InvalidDocument
 
 from core4_resources.embedded import free_port
 from core4_resources.errors import MongoError
+from core4_resources.config import mask_url
 from core4_resources.mongo import MongoResource, StampedWriteResult
 
 
@@ -211,7 +212,8 @@ def test_client_is_shared_per_url_and_rebuilt_in_a_forked_process(mongo):
 
 def test_ping_answers_on_a_live_server(mongo):
     mongo.ping()
-    assert mongo.masked_url == mongo.mongo_url  # no password, nothing masked
+    assert mongo.masked_url == mask_url(mongo.mongo_url)  # the embedded server's password masked
+    assert ":***@" in mongo.masked_url
 
 
 def test_from_settings_uses_the_project_database_and_the_global_url(tmp_path, isolated_config):

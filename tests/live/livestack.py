@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core4_resources.embedded import free_port
+from core4_resources.embedded import free_port, url_with_credentials
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "projects" / "demo" / "demo" / "samples"
@@ -294,7 +294,10 @@ def coco_serve(base: Path, make_projects: Callable[[Path, dict], None], expected
             found = re.search(r"embedded MongoDB on (mongodb://\S+)", log_path.read_text(errors="replace"))
             return found and found.group(1)
 
-        mongo_url = wait_for(mongo_line, 60, "the embedded MongoDB", details, interval=0.2)
+        printed = wait_for(mongo_line, 60, "the embedded MongoDB", details, interval=0.2)
+        # coco serve prints the URL with its password masked; a client takes it from the
+        # credentials file beside the data (0600, readable by this user).
+        mongo_url = url_with_credentials(printed, root / "mongo.credentials")
         url = f"http://127.0.0.1:{port}"
         stack = LiveStack(
             url=url, graphql_url=f"{url}/graphql", root=root, home=home, mongo_url=mongo_url,

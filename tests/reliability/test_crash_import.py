@@ -1,4 +1,6 @@
-"""kill -9 an import run mid-batch; tick the sensor, which fails the orphaned run and asks for the batch again: every record once, every file archived once, no command typed.
+"""kill -9 an import run mid-batch; the sensor fails the orphaned run and asks for the batch again.
+
+Every record once, every file archived once, no command typed.
 
 The import runs in a separate Python process (as Dagster's run worker would)
 against the real embedded MongoDB and a Dagster instance on disk shared with

@@ -1,0 +1,145 @@
+"""No human after a fault, live: `kill -9` of a run worker, and of the whole `coco serve` tree
+followed by a plain restart. Afterwards every file is archived once and every record is in
+MongoDB once -- and not one command was typed in between.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import dagster as dg
+import pymongo
+import pytest
+from livestack import coco_serve, descendants, drop_into_proc, visible_entries, wait_for
+
+from core4_pipelines.jobs import BATCH_TAG
+from core4_pipelines.recovery import RECOVERED_TAG, worker_pid
+
+FILES = 24
+ROWS = 40
+
+SLOW_DEFINITIONS = '''"""slow: an import that takes a few seconds per batch, so that runs can be killed mid-way."""
+
+import time
+
+from core4_pipelines import import_job, proc_folder_sensor, project_definitions, read_csv
+
+
+def read_slowly(path):
+    for record in read_csv(path):
+        time.sleep(0.02)
+        yield record
+
+
+import_slow = import_job("import_slow", read=read_slowly, collection="rows", properties={"error_time": 2})
+
+defs = project_definitions(
+    "slow",
+    jobs=[import_slow],
+    sensors=[proc_folder_sensor(import_slow, batch_size=4, min_age_seconds=1, minimum_interval_seconds=1)],
+)
+'''
+
+
+def make_slow(home: Path, env: dict) -> None:
+    if (home / "slow").exists():  # a restart serves the same home
+        return
+    package = home / "slow" / "slow"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('__project__ = "core4"\n__version__ = "0.1.0"\n')
+    (package / "slow.yaml").write_text("DEFAULT:\n  mongo_database: slow\n")
+    (package / "definitions.py").write_text(SLOW_DEFINITIONS)
+
+
+def drop_files(stack, tag: str) -> dict[str, int]:
+    proc = stack.root / "proc" / "slow"
+    names = {}
+    for i in range(FILES):
+        name = f"{tag}-{i:02d}.csv"
+        rows = "".join(f"{r},{tag},{i}\n" for r in range(ROWS))
+        drop_into_proc(proc, name, f"row,tag,file\n{rows}".encode())
+        names[name] = ROWS
+    return names
+
+
+def started_run(instance: dg.DagsterInstance, timeout: float = 120) -> dg.DagsterRun:
+    """An import run in progress whose worker has written its start event."""
+
+    def find():
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            if BATCH_TAG in run.tags and worker_pid(instance, run.run_id):
+                return run
+        return None
+
+    return wait_for(find, timeout, "an import run to start", interval=0.2)
+
+
+def all_imported_once(stack, names: dict[str, int], timeout: float = 300) -> None:
+    client = pymongo.MongoClient(stack.mongo_url, serverSelectionTimeoutMS=5000)
+    rows = client["slow"]["rows"]
+    archive = stack.root / "archive" / "slow"
+    tag = next(iter(names)).split("-")[0]
+
+    def done():
+        archived = sorted(p.name for p in archive.rglob(f"{tag}-*.csv.gz"))
+        return archived == sorted(f"{n}.gz" for n in names) and rows.count_documents({"tag": tag}) == sum(
+            names.values()
+        )
+
+    def state():
+        proc = stack.root / "proc" / "slow"
+        return (f"proc: {visible_entries(proc)}; batches: {visible_entries(proc / '.batch')}; "
+                f"records: {rows.count_documents({'tag': tag})}\n" + stack.log_tail())
+
+    try:
+        wait_for(done, timeout, f"{len(names)} files imported and archived", state)
+        for name, count in names.items():  # each record exactly once
+            assert rows.count_documents({"_src": name}) == count, name
+        assert len(rows.distinct("_id", {"tag": tag})) == sum(names.values())
+        assert visible_entries(stack.root / "proc" / "slow") == []
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(600)
+def test_a_killed_run_worker_is_failed_and_its_batch_imported_again(tmp_path):
+    with coco_serve(tmp_path, make_slow, ("slow",)) as stack:
+        names = drop_files(stack, "worker")
+        with dg.DagsterInstance.from_config(str(stack.dagster_home)) as instance:
+            victim = started_run(instance)
+            os.kill(worker_pid(instance, victim.run_id), signal.SIGKILL)
+            all_imported_once(stack, names)
+            dead = instance.get_run_by_id(victim.run_id)
+            assert dead.status == dg.DagsterRunStatus.FAILURE
+            assert dead.tags.get(RECOVERED_TAG) == "worker_gone"
+            again = instance.get_runs(filters=dg.RunsFilter(tags={BATCH_TAG: victim.tags[BATCH_TAG]}))
+            assert dg.DagsterRunStatus.SUCCESS in {run.status for run in again}
+
+
+@pytest.mark.timeout(900)
+def test_the_whole_stack_killed_and_restarted_finishes_every_batch(tmp_path):
+    with coco_serve(tmp_path, make_slow, ("slow",)) as stack:
+        names = drop_files(stack, "stack")
+        with dg.DagsterInstance.from_config(str(stack.dagster_home)) as instance:
+            started_run(instance)
+        # Every process at once: coco serve, dagster dev, daemon, webserver, code server,
+        # run workers and the embedded MongoDB.
+        tree = [stack.process.pid, *descendants(stack.process.pid)]
+        for pid in tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        stack.process.wait(30)
+        time.sleep(1)
+    # A plain restart, as a supervisor would do it: the same command, the same folders.
+    with coco_serve(tmp_path, make_slow, ("slow",)) as stack:
+        all_imported_once(stack, names, timeout=420)
+        with dg.DagsterInstance.from_config(str(stack.dagster_home)) as instance:
+            unfinished = instance.get_runs(
+                filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])
+            )
+            assert unfinished == []
