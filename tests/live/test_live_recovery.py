@@ -16,7 +16,8 @@ import pytest
 from livestack import coco_serve, descendants, drop_into_proc, visible_entries, wait_for
 
 from core4_pipelines.jobs import BATCH_TAG
-from core4_pipelines.recovery import RECOVERED_TAG, worker_pid
+from core4_pipelines.recovery import worker_pid
+from core4_pipelines.sensors import ATTEMPT_TAG
 
 FILES = 24
 ROWS = 40
@@ -112,11 +113,11 @@ def test_a_killed_run_worker_is_failed_and_its_batch_imported_again(tmp_path):
             victim = started_run(instance)
             os.kill(worker_pid(instance, victim.run_id), signal.SIGKILL)
             all_imported_once(stack, names)
-            dead = instance.get_run_by_id(victim.run_id)
-            assert dead.status == dg.DagsterRunStatus.FAILURE
-            assert dead.tags.get(RECOVERED_TAG) == "worker_gone"
+            # Failed by Dagster's code server, which saw its child die, or by the sensor's
+            # recovery when nobody did (core4/recovered=worker_gone); either way not stuck.
+            assert instance.get_run_by_id(victim.run_id).status == dg.DagsterRunStatus.FAILURE
             again = instance.get_runs(filters=dg.RunsFilter(tags={BATCH_TAG: victim.tags[BATCH_TAG]}))
-            assert dg.DagsterRunStatus.SUCCESS in {run.status for run in again}
+            assert {(run.tags.get(ATTEMPT_TAG), run.status) for run in again} >= {("2", dg.DagsterRunStatus.SUCCESS)}
 
 
 @pytest.mark.timeout(900)
@@ -137,6 +138,8 @@ def test_the_whole_stack_killed_and_restarted_finishes_every_batch(tmp_path):
         time.sleep(1)
     # A plain restart, as a supervisor would do it: the same command, the same folders.
     with coco_serve(tmp_path, make_slow, ("slow",)) as stack:
+        # The run the kill left STARTED was failed before Dagster came up, freeing its slot.
+        assert "recovered after a crash: run " in stack.log_path.read_text()
         all_imported_once(stack, names, timeout=420)
         with dg.DagsterInstance.from_config(str(stack.dagster_home)) as instance:
             unfinished = instance.get_runs(
