@@ -49,7 +49,7 @@ def bench_environment(config_file: str, **extra: str) -> dict[str, str]:
 
 def write_project(home: str, name: str, **sensor_options: int) -> str:
     """A project made by ``coco init`` (the scaffold); ``sensor_options`` go to its proc_folder_sensor."""
-    from core4_pipelines.scaffold import init_project
+    from core4_pipelines.coco.scaffold import init_project
 
     folder = init_project(name, home)
     if sensor_options:

@@ -1,14 +1,52 @@
-"""Dagster definitions for core4-style projects: sensors, jobs, projects as code locations."""
+"""Dagster definitions for core4-style projects: sensors, jobs, projects as code locations.
 
-from core4_pipelines.cookie import Cookie
-from core4_pipelines.jobs import ImportBatchConfig, download_to_proc, import_job, import_run_config
-from core4_pipelines.project import project_definitions, project_resources, project_settings
-from core4_pipelines.properties import job_properties
-from core4_pipelines.readers import read_csv
-from core4_pipelines.runtime import core4_op, cookie, defer, insert, job_config, progress, set_source
-from core4_pipelines.sensors import proc_folder_sensor
-from core4_resources.folders import FolderResource
-from core4_resources.mongo import MongoResource
+This package is the library a project imports. The operator tool (`coco`) lives in
+``core4_pipelines.coco``; nothing here imports it. The public names load lazily
+(PEP 562), so a process that only needs a light module (``coco serve`` reading
+``core4_pipelines.tags``) does not import Dagster with the package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core4_pipelines.cookie import Cookie
+    from core4_pipelines.jobs import ImportBatchConfig, download_to_proc, import_job, import_run_config
+    from core4_pipelines.project import project_definitions, project_resources, project_settings
+    from core4_pipelines.properties import job_properties
+    from core4_pipelines.readers import read_csv
+    from core4_pipelines.runtime import core4_op, cookie, defer, insert, job_config, progress, set_source
+    from core4_pipelines.sensors import proc_folder_sensor
+    from core4_resources.folders import FolderResource
+    from core4_resources.mongo import MongoResource
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "Cookie": "core4_pipelines.cookie",
+    "FolderResource": "core4_resources.folders",
+    "ImportBatchConfig": "core4_pipelines.jobs",
+    "MongoResource": "core4_resources.mongo",
+    "cookie": "core4_pipelines.runtime",
+    "core4_op": "core4_pipelines.runtime",
+    "defer": "core4_pipelines.runtime",
+    "download_to_proc": "core4_pipelines.jobs",
+    "import_job": "core4_pipelines.jobs",
+    "import_run_config": "core4_pipelines.jobs",
+    "insert": "core4_pipelines.runtime",
+    "job_config": "core4_pipelines.runtime",
+    "job_properties": "core4_pipelines.properties",
+    "proc_folder_sensor": "core4_pipelines.sensors",
+    "progress": "core4_pipelines.runtime",
+    "project_definitions": "core4_pipelines.project",
+    "project_resources": "core4_pipelines.project",
+    "project_settings": "core4_pipelines.project",
+    "read_csv": "core4_pipelines.readers",
+    "set_source": "core4_pipelines.runtime",
+}
 
 __all__ = [
     "Cookie",
@@ -32,3 +70,29 @@ __all__ = [
     "read_csv",
     "set_source",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Library(types.ModuleType):
+    """Keeps a public name that is also a submodule's name (``cookie``: runtime's function,
+    not the module ``core4_pipelines.cookie``) from being replaced when the submodule loads."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Library

@@ -1,4 +1,4 @@
-"""`coco clean`: the sweep of stale hidden in-flight files, and how a project runs it.
+"""The sweep of stale hidden in-flight files, and how a project runs it (`coco clean` runs it by hand).
 
 A crash (kill -9, power cut, full disk) can leave hidden leftovers behind. They
 are invisible to listings and the sensor, so nothing ever reads them, but they
@@ -23,9 +23,7 @@ later of mtime and ctime, so a copy that was just given its source's old mtime
 still counts as young.
 """
 
-import argparse
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -198,12 +196,6 @@ def _remove(report: SweepReport, item: SweepItem, apply: bool, remove) -> None:
 # -- where to sweep -------------------------------------------------------------------------
 
 
-def settings_roots(settings) -> list[str]:
-    """Every project's folders: the transfer, proc, archive, error and temp roots."""
-    folder = settings.folder
-    return [folder.transfer, folder.proc, folder.archive, folder.error, folder.temp]
-
-
 def project_roots(folders: FolderResource, bases: Iterable[str] = ()) -> list[str]:
     """One project's folders (its own and those of ``bases``) and the global temp folder."""
     roots = []
@@ -279,32 +271,3 @@ def sweep_on_sensor_start(
             return None
         _last_sensor_sweep[proc] = now
     return sweep([proc], older_than, apply=True)
-
-
-# -- `coco clean` ---------------------------------------------------------------------------
-
-
-def cmd_clean(args) -> int:
-    from core4_resources.config import load_config
-
-    report = sweep(settings_roots(load_config()), args.older_than, apply=args.apply)
-    for item in report.items:
-        print(f"{item.action:<14} {item.kind:<18} {item.age:>9.0f}s  {_shown(item.path)}")
-    for error in report.errors:
-        print(f"error: {error}", file=sys.stderr)
-    print(report.summary() + ("" if args.apply or not report.items else "; dry run: pass --apply to act"))
-    return 1 if report.errors else 0
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register this module's subcommands on the `coco` parser."""
-    p = sub.add_parser(
-        "clean",
-        help="remove stale hidden leftovers of interrupted moves (dry run unless --apply)",
-        description="Sweep the transfer, proc, archive, error and temp folders of all projects for "
-        "hidden partial copies, move markers and empty batch folders older than --older-than.",
-    )
-    p.add_argument("--older-than", type=float, default=DEFAULT_OLDER_THAN, metavar="SECONDS",
-                   help=f"only items at least this old (default {DEFAULT_OLDER_THAN:g})")
-    p.add_argument("--apply", action="store_true", help="remove and finish; without it, only list")
-    p.set_defaults(run=cmd_clean)

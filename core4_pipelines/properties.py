@@ -21,14 +21,9 @@ import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 
 from core4_pipelines.errors import JobSettingsError
+from core4_pipelines.tags import CHAIN_TAG, JOB_TAG, MAX_RUNTIME_TAG, PRIORITY_TAG, TAG_PREFIX
 from core4_resources.config import Settings
 
-# Run tags (the Dagster ones are read by Dagster itself).
-JOB_TAG = "core4/job"                  # <project>.<job>: tag concurrency limits, overlap checks
-CHAIN_TAG = "core4/chain"              # comma-separated qualified names requested on success
-TAG_PREFIX = "core4/tag."              # one key-only tag per declared `tag`
-PRIORITY_TAG = "dagster/priority"
-MAX_RUNTIME_TAG = "dagster/max_runtime"
 # Job metadata.
 DECLARED_METADATA = "core4/declared"   # what the code declared
 RESOLVED_METADATA = "core4/properties" # the values in effect and where each came from

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from core4_pipelines.errors import ProjectError
-from core4_pipelines.scaffold import MAX_NAME, init_project
+from core4_pipelines.coco.scaffold import MAX_NAME, init_project
 
 COCO = os.path.join(os.path.dirname(sys.executable), "coco")
 

@@ -22,8 +22,8 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
 )
 
-from core4_pipelines.instance import instance_config, write_instance
-from core4_pipelines.limits import collect_job_limits
+from core4_pipelines.coco.instance import instance_config, write_instance
+from core4_pipelines.coco.probe import collect_job_limits
 from core4_pipelines.project import project_definitions
 from core4_pipelines.properties import job_properties
 from core4_resources.config import load_config

@@ -16,8 +16,8 @@ import pytest
 from test_folders import mode_of, read
 
 from core4_pipelines.clean import _shown, sweep
-from core4_pipelines.instance import write_instance
-from core4_pipelines.workspace import write_workspace
+from core4_pipelines.coco.instance import write_instance
+from core4_pipelines.coco.workspace import write_workspace
 from core4_resources import moves
 from core4_resources.config import load_config
 from core4_resources.folders import (

@@ -9,8 +9,8 @@ import sys
 import dagster as dg
 import pytest
 
-from core4_pipelines.dagster_api import OperateError
-from core4_pipelines.operate import (
+from core4_pipelines.coco.dagster_api import OperateError
+from core4_pipelines.coco.operate import (
     ARGS_TAG,
     args_hash,
     build_launch,
@@ -115,7 +115,7 @@ def test_graphql_documents_are_valid_for_this_dagster():
     import graphql
     from dagster_graphql.schema import create_schema
 
-    from core4_pipelines import dagster_api
+    from core4_pipelines.coco import dagster_api
 
     schema = graphql.build_schema(str(create_schema()))
     problems = {

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from core4_pipelines.project import discover_projects
+from core4_pipelines.coco.discovery import discover_projects
 
 BIN = os.path.dirname(sys.executable)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,7 @@ import threading
 import pymongo
 from pymongo.write_concern import WriteConcern
 
-from core4_pipelines.serve import Supervisor
+from core4_pipelines.coco.serve import Supervisor
 from core4_resources.embedded import EmbeddedMongo
 
 STAND_IN = [sys.executable, "-c", "import time; time.sleep(600)"]

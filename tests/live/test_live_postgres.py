@@ -22,7 +22,7 @@ FAKE_URL = "postgresql://dagster:pg-Secret-0815@db.example.invalid:5432/dagster"
 
 
 def test_postgres_url_makes_dagster_yaml_use_postgres_through_an_env_var(monkeypatch, tmp_path):
-    from core4_pipelines.instance import (
+    from core4_pipelines.coco.instance import (
         POSTGRES_URL_ENV,
         instance_environment,
         write_instance,

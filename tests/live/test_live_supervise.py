@@ -21,7 +21,7 @@ import yaml
 from livestack import BIN, LiveStack, base_env, coco_serve, descendants, wait_for
 from pymongo.write_concern import WriteConcern
 
-from core4_pipelines.scaffold import init_project
+from core4_pipelines.coco.scaffold import init_project
 from core4_resources.embedded import free_port, url_with_credentials
 
 

@@ -24,7 +24,7 @@ from reliability_support import (
 )
 
 from core4_pipelines.jobs import import_job
-from core4_pipelines.project import discover_projects
+from core4_pipelines.coco.discovery import discover_projects
 from core4_pipelines.readers import read_csv
 from core4_resources.config import mask_url
 from core4_resources.embedded import EmbeddedMongo, free_port

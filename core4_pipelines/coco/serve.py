@@ -1,4 +1,9 @@
-"""`coco serve` (the Dagster UI and daemon over every project) and `coco demo` (the flow once, headless)."""
+"""`coco serve` (the Dagster UI and daemon over every project) and `coco demo` (the flow once, headless).
+
+The `coco serve` process itself only supervises its children: it never imports Dagster
+(nor the library's Dagster definitions); what needs Dagster runs in a child process
+(``python -m core4_pipelines.recovery``, the probes, ``dagster dev``) or in `coco demo`.
+"""
 
 from __future__ import annotations
 
@@ -19,16 +24,13 @@ from typing import Callable, Iterator
 import pymongo
 from pymongo.errors import PyMongoError
 
-from core4_pipelines.claims import pending_batches, scan_ready
+from core4_pipelines.coco.instance import instance_environment, write_instance
+from core4_pipelines.coco.probe import collect_job_limits
+from core4_pipelines.coco.workspace import write_workspace
 from core4_pipelines.errors import PipelineError
-from core4_pipelines.instance import instance_environment, write_instance
-from core4_pipelines.limits import collect_job_limits
-from core4_pipelines.project import project_settings
-from core4_pipelines.workspace import write_workspace
 from core4_resources.config import Settings, mask_url
 from core4_resources.embedded import EmbeddedMongo
 from core4_resources.errors import EmbeddedMongoError
-from core4_resources.mongo import MongoResource
 
 MONGO_URL_ENV = "CORE4_OPTION_DEFAULT__mongo_url"
 DEMO_PATTERN = r"readings-.*\.csv$"
@@ -319,6 +321,9 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print, timeout: fl
     """Download the demo's samples, claim them with its sensor and import every batch, in process."""
     import dagster as dg
 
+    from core4_pipelines.project import project_settings
+    from core4_resources.mongo import MongoResource
+
     home = settings.folder.home
     if not home or not os.path.isdir(os.path.join(home, "demo")):
         raise PipelineError(f"no demo project in folder.home {home!r}: pass --home projects")
@@ -354,6 +359,8 @@ def run_demo(settings: Settings, say: Callable[[str], None] = print, timeout: fl
 
 def _import_until_empty(defs, instance, timeout: float, say) -> list[dict]:
     import dagster as dg
+
+    from core4_pipelines.claims import pending_batches, scan_ready
 
     sensor = defs.resolve_sensor_def("import_readings_proc_sensor")
     job = defs.resolve_job_def("import_readings")

@@ -1,4 +1,4 @@
-"""`coco`: the command line of core4 pipelines."""
+"""`coco`: the command line of core4 pipelines (the operator tool; projects never import it)."""
 
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ def cmd_folders(args) -> int:
 
 
 def _project_rows(settings, only: str | None = None):
-    from core4_pipelines.inspect_project import inspect_in_subprocess
-    from core4_pipelines.project import discover_projects
+    from core4_pipelines.coco.discovery import discover_projects
+    from core4_pipelines.coco.probe import inspect_in_subprocess
 
     projects, skipped = discover_projects(_home(settings))
     if only:
@@ -100,7 +100,7 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_workspace(args) -> int:
-    from core4_pipelines.workspace import write_workspace
+    from core4_pipelines.coco.workspace import write_workspace
 
     settings = _settings()
     projects, skipped = write_workspace(_home(settings), args.output, relative=args.relative)
@@ -111,7 +111,7 @@ def cmd_workspace(args) -> int:
 
 
 def cmd_init(args) -> int:
-    from core4_pipelines.scaffold import check_project_name, init_project
+    from core4_pipelines.coco.scaffold import check_project_name, init_project
 
     check_project_name(args.name)  # before the configuration: a bad name is the first thing to say
     home = args.home_dir or _home(_settings())
@@ -121,14 +121,14 @@ def cmd_init(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from core4_pipelines.serve import serve
+    from core4_pipelines.coco.serve import serve
 
     settings = _settings()
     return serve(settings, args.host or settings.dagster.host, args.port or settings.dagster.port)
 
 
 def cmd_demo(args) -> int:
-    from core4_pipelines.serve import run_demo
+    from core4_pipelines.coco.serve import run_demo
 
     summary = run_demo(_settings())
     print(f"imported {summary['files']} files, {summary['records']} records into "
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="download, claim, import and archive the demo's samples once, headless")
     p.set_defaults(run=cmd_demo)
     # Commands that live beside their implementation: operations on runs, and the clean-up sweep.
-    from core4_pipelines import clean, operate
+    from core4_pipelines.coco import clean, operate
 
     operate.add_commands(sub)
     clean.add_commands(sub)

@@ -19,15 +19,9 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from core4_pipelines.dagster_api import FINISHED, IN_PROGRESS, DagsterAPI, OperateError
+from core4_pipelines.coco.dagster_api import FINISHED, IN_PROGRESS, DagsterAPI, OperateError
 from core4_pipelines.errors import JobSettingsError
-from core4_pipelines.properties import (
-    JOB_TAG,
-    MAX_RUNTIME_TAG,
-    PRIORITY_TAG,
-    check_property,
-    qualified_chain,
-)
+from core4_pipelines.tags import JOB_TAG, MAX_RUNTIME_TAG, PRIORITY_TAG
 
 ARGS_TAG = "core4/args"  # hash of job and run config: what "the same arguments" means
 _TOP_LEVEL = ("ops", "resources", "execution", "loggers")
@@ -63,6 +57,8 @@ def build_launch(
     assignments: list[tuple[str, Any]], op_fields: Mapping[str, list[str]], project: str
 ) -> tuple[dict, dict]:
     """(run_config, launch tags) from ``key=value`` pairs and the job's ops with their config fields."""
+    from core4_pipelines.properties import check_property, qualified_chain  # Dagster: not at `coco` start
+
     run_config: dict = {}
     tags: dict[str, str] = {}
     for key, value in assignments:
@@ -143,12 +139,12 @@ def enqueue_local(settings, qualified: str, assignments, force: bool, extra_tags
     import dagster as dg
     from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
-    from core4_pipelines.instance import (
+    from core4_pipelines.coco.instance import (
         dagster_home,
         instance_environment,
         write_instance,
     )
-    from core4_pipelines.serve import MONGO_URL_ENV, mongo_for
+    from core4_pipelines.coco.serve import MONGO_URL_ENV, mongo_for
 
     project, job_name = split_job(qualified)
     home = settings.folder.home

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 
 import yaml
 
-from core4_pipelines.properties import JOB_TAG
+from core4_pipelines.tags import JOB_TAG
 from core4_resources.config import Settings
 from core4_resources.moves import make_dirs, write_file_atomic
 

@@ -6,7 +6,7 @@ import os
 
 import yaml
 
-from core4_pipelines.project import ProjectInfo, discover_projects
+from core4_pipelines.coco.discovery import ProjectInfo, discover_projects
 from core4_resources.moves import make_dirs, write_file_atomic
 
 

@@ -34,7 +34,7 @@ def check_project_name(name: str) -> None:
     if name in sys.stdlib_module_names:
         raise ProjectError(f"project name {name!r} is a module of Python's standard library; "
                            "a project of that name would hide it: choose another name")
-    from core4_pipelines.project import _installed_module_origin  # the check discovery makes
+    from core4_pipelines.coco.discovery import _installed_module_origin  # the check discovery makes
 
     installed = _installed_module_origin(_Named(name))
     if installed:
