@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/coco serve --home projects
 
-# scripts/test-services.sh installs/starts Chromium and a throwaway PostgreSQL for the live
-# tests and exports where they are (CORE4_TEST_*); it never fails, the tests skip with its reason.
+# scripts/test-services.sh installs Chromium for the browser test when missing and exports where it
+# is (CORE4_TEST_*); it starts nothing and never fails, the test skips with its reason. What the tests
+# start they stop (Chromium per test; the PostgreSQL test's own server from the pgserver wheel).
 # pytest's own exit status is make's: failures and "no tests ran" (5) both fail the target.
 test: $(STAMP)
 	eval "$$(bash scripts/test-services.sh)"; $(BIN)/python -m pytest -q

@@ -1,14 +1,14 @@
 """PostgreSQL run/event/schedule storage: dagster.yaml, and the sensor-to-archive flow against a real server.
 
-The live part needs CORE4_TEST_POSTGRES_URL (a database on a server that may
-create databases); `make test` exports it from scripts/test-services.sh, which
-starts a throwaway PostgreSQL on 127.0.0.1.
+The live part starts its own PostgreSQL with pgserver (a PyPI wheel that carries
+the server binaries; no root, no system package) in the test's tmp_path,
+reached over its unix socket, and stops it at the end, also when the test fails.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
+import secrets
+import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,7 +17,6 @@ import yaml
 from liveprojects import copy_demo
 from livestack import coco_serve, sensor_to_archive
 
-POSTGRES_URL = os.environ.get("CORE4_TEST_POSTGRES_URL")
 FAKE_URL = "postgresql://dagster:pg-Secret-0815@db.example.invalid:5432/dagster"
 
 
@@ -45,31 +44,52 @@ def test_postgres_url_makes_dagster_yaml_use_postgres_through_an_env_var(monkeyp
     assert "storage" not in sqlite and "SqliteRunStorage" in str(sqlite["run_storage"])
 
 
-def with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
+def with_login(uri: str, password: str, database: str) -> str:
+    """pgserver's socket URI (``postgresql://postgres:@/postgres?host=/dir``) with a password and database."""
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{password}@", path=f"/{database}"))
 
 
 @pytest.fixture
-def postgres_database():
-    """A fresh database on the test server, dropped afterwards."""
-    if not POSTGRES_URL:
-        pytest.skip(os.environ.get("CORE4_TEST_POSTGRES_SKIP")
-                    or "CORE4_TEST_POSTGRES_URL is not set: `make test` starts a throwaway PostgreSQL "
-                       "(scripts/test-services.sh) and exports it")
+def postgres_database(tmp_path):
+    """A database on a PostgreSQL of this test's own that asks for a password; the server stops afterwards."""
+    pgserver = pytest.importorskip("pgserver", reason="pgserver is in the test extras: `make test` installs it")
+    import psutil
     import psycopg2
 
-    name = f"core4_live_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(POSTGRES_URL)
-    admin.autocommit = True
+    server = pgserver.get_server(tmp_path / "postgres", cleanup_mode="stop")
+    postmaster = server.get_postmaster_info().process
     try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(POSTGRES_URL, name)
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # pgserver's cluster trusts every local connection; make it ask for the password, so a
+        # URL that lost its password on the way to Dagster fails instead of passing.
+        password = secrets.token_hex(16)
+        trusted = psycopg2.connect(server.get_uri())
+        trusted.autocommit = True
+        with trusted.cursor() as cursor:
+            cursor.execute("ALTER ROLE postgres PASSWORD %s", (password,))
+            cursor.execute('CREATE DATABASE "core4_live"')
+            (tmp_path / "postgres" / "pg_hba.conf").write_text("local all all scram-sha-256\n")
+            cursor.execute("SELECT pg_reload_conf()")
+        trusted.close()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg2.connect(server.get_uri()).close()
+            except psycopg2.OperationalError:
+                break
+            assert time.monotonic() < deadline, "PostgreSQL still lets in a connection without password"
+            time.sleep(0.2)
+        yield with_login(server.get_uri(), password, "core4_live")
     finally:
-        admin.close()
+        server.cleanup()
+        try:
+            # Stopped is gone or a zombie (its parent, pg_ctl, exited; init reaps it).
+            running = postmaster.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            running = False
+        if running:
+            postmaster.kill()
+            pytest.fail(f"the test's PostgreSQL (pid {postmaster.pid}) still ran after pgserver stopped it")
 
 
 INSTANCE_INFO = "query { instance { info } }"
