@@ -15,7 +15,7 @@ import statistics
 import dagster as dg
 
 from bench import Row, at_most, folder_resource, interleaved, scratch
-from bench.sensor_tick import evaluate, fill, make_sensor, scandir_stat
+from bench.sensor_tick import evaluate, fill, make_sensor, scandir_stat, sensor_mongo
 from core4_pipelines.claims import batch_root
 
 NAME = "sensor_claim"
@@ -39,7 +39,7 @@ def put_back(proc: str, claimed_root: str) -> None:
 def run(smoke: bool) -> list[Row]:
     count = SMOKE_FILES if smoke else FILES
     sensor = make_sensor(batch_size=BATCH, max_batches_per_tick=1, min_age_seconds=0)
-    with scratch(NAME) as root, dg.DagsterInstance.ephemeral() as instance:
+    with scratch(NAME) as root, dg.DagsterInstance.ephemeral() as instance, sensor_mongo() as mongo:
         folders = folder_resource(root)
         proc = folders.proc_folder()
         fill(proc, count)
@@ -47,7 +47,7 @@ def run(smoke: bool) -> list[Row]:
         baseline_root = os.path.join(proc, ".baseline")
 
         def ours():
-            result = evaluate(sensor, instance, folders)
+            result = evaluate(sensor, instance, folders, mongo)
             if len(result.run_requests) != 1:
                 raise AssertionError(f"expected one run request, got {len(result.run_requests)}")
 

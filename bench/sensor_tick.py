@@ -8,6 +8,7 @@ filled. The baseline is the least any scan must do: one ``os.scandir`` and one
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 
@@ -39,6 +40,16 @@ def make_sensor(**options) -> dg.SensorDefinition:
 
     job = import_job("import_bench", read=read_csv, collection="bench")
     return proc_folder_sensor(job, pattern=PATTERN, **options)
+
+
+@contextlib.contextmanager
+def sensor_mongo():
+    """The MongoDB a sensor pings before it claims: an embedded server for the benchmark."""
+    from core4_resources.embedded import EmbeddedMongo
+    from core4_resources.mongo import MongoResource
+
+    with scratch("sensor_mongo") as root, EmbeddedMongo(os.path.join(root, "mongo")) as server:
+        yield MongoResource(mongo_url=server.url, database="bench_sensor")
 
 
 def evaluate(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, folders, mongo):
@@ -90,12 +101,8 @@ def measure(sensor: dg.SensorDefinition, count: int, repeats: int, mongo) -> Row
 
 
 def run(smoke: bool) -> list[Row]:
-    from core4_resources.embedded import EmbeddedMongo
-    from core4_resources.mongo import MongoResource
-
     sensor = make_sensor(min_age_seconds=3600)
-    with scratch(NAME) as root, EmbeddedMongo(os.path.join(root, "mongo")) as server:
-        mongo = MongoResource(mongo_url=server.url, database="bench_sensor")
+    with sensor_mongo() as mongo:
         return [
             measure(sensor, count, 3 if smoke else repeats_for(count), mongo)
             for count in (SMOKE_SIZES if smoke else SIZES)
