@@ -53,7 +53,7 @@ class Cookie:
         except DuplicateKeyError:
             pass  # another process created it a moment ago
         except PyMongoError as exc:
-            self.mongo._raise(f"cookie of {self.job}: creating its document failed", exc)
+            self.mongo.raise_error(f"cookie of {self.job}: creating its document failed", exc)
         self._created = True
 
     def _update(self, update: dict, what: str) -> dict:
@@ -65,7 +65,7 @@ class Cookie:
                     {"_id": self.job}, update, return_document=ReturnDocument.AFTER
                 )
             except PyMongoError as exc:
-                self.mongo._raise(f"cookie of {self.job}: {what} failed", exc)
+                self.mongo.raise_error(f"cookie of {self.job}: {what} failed", exc)
             if document is not None:
                 return document
             self._created = False
@@ -76,14 +76,14 @@ class Cookie:
         try:
             document = self.mongo.collection(self.collection_name).find_one({"_id": self.job}, {path: 1})
         except PyMongoError as exc:
-            self.mongo._raise(f"cookie of {self.job}: get {key!r} failed", exc)
+            self.mongo.raise_error(f"cookie of {self.job}: get {key!r} failed", exc)
         return ((document or {}).get("values") or {}).get(key, default)
 
     def all(self) -> dict[str, Any]:
         try:
             document = self.mongo.collection(self.collection_name).find_one({"_id": self.job})
         except PyMongoError as exc:
-            self.mongo._raise(f"cookie of {self.job}: read failed", exc)
+            self.mongo.raise_error(f"cookie of {self.job}: read failed", exc)
         return dict((document or {}).get("values") or {})
 
     def set(self, key: str, value: Any) -> None:
@@ -104,5 +104,5 @@ class Cookie:
                 {"_id": self.job, path: {"$exists": True}}, {"$unset": {path: ""}}
             )
         except PyMongoError as exc:
-            self.mongo._raise(f"cookie of {self.job}: delete {key!r} failed", exc)
+            self.mongo.raise_error(f"cookie of {self.job}: delete {key!r} failed", exc)
         return result.modified_count == 1

@@ -13,6 +13,10 @@ class FolderError(Core4Error):
     """A folder operation was refused or failed (bad path, conflict, I/O)."""
 
 
+class SourceMissingError(FolderError, FileNotFoundError):
+    """The file to move does not exist (e.g. another process moved it first)."""
+
+
 class MongoError(Core4Error):
     """MongoDB is unreachable or refused an operation."""
 

@@ -28,16 +28,15 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
-from core4_resources.errors import ConfigError, FolderError
+from core4_resources.errors import ConfigError, FolderError, SourceMissingError
 from core4_resources.moves import (
     CONFLICT_POLICIES,
     COPY_CHUNK,
     FILE_MODE,
     FOLDER_MODE,
     NAME_MAX,
-    SourceMissingError,
     copy_move,
     derived_name,
     finish_interrupted_move,
@@ -165,17 +164,58 @@ def _stamp_fields(stamp: str) -> set[str]:
 
 
 class FolderResource(dg.ConfigurableResource):
-    """The folders of one project: list, make and move files the core4 way, safely."""
+    """The folders of one project: list, make and move files the core4 way, safely.
 
-    project: str
-    root: str
-    transfer: str
-    proc: str
-    archive: str
-    temp: str
-    error: str
-    archive_stamp: str = "{year:04d}/{month:02d}/{day:02d}/{_id}"
-    compress_level: int = 6
+    transfer, proc, archive and error hold one folder per project
+    (``<proc>/<project>/``, or ``<proc>/<base>/`` for a method's ``base``); temp is
+    shared. Every move is crash-safe: a file in flight has a hidden name, and an
+    existing target is never replaced unless ``on_conflict="replace"`` asks for it.
+    ``project_definitions`` binds one for the project from the configuration
+    (:meth:`from_settings`); :meth:`under_root` builds one for tests and tools.
+
+    Examples:
+        .. code-block:: python
+
+            import dagster as dg
+            from core4_pipelines import FolderResource, project_definitions
+
+            @dg.op
+            def fetch(folders: FolderResource) -> list[str]:
+                path = folders.make_transfer("prices.csv")
+                with open(path, "w") as out:
+                    out.write("day,price\\n2024-03-05,7\\n")
+                return [folders.move_proc(path)]  # now in <proc>/<project>/
+
+            @dg.job
+            def fetch_prices():
+                fetch()
+
+            # the folders come from the configuration (folder.root, folder.proc, ...)
+            defs = project_definitions("shop", jobs=[fetch_prices])
+
+            # or, outside a project, every folder under one root:
+            folders = FolderResource.under_root("/srv/core4", project="shop")
+    """
+
+    project: str = Field(
+        description="The project whose folders these are: the sub-folder of transfer, proc, archive and "
+        "error every method uses unless it is given a base.",
+    )
+    root: str = Field(description="folder.root, the absolute base the configuration joins relative folders onto.")
+    transfer: str = Field(description="Absolute path of the transfer folder: files being fetched, before they are complete.")
+    proc: str = Field(description="Absolute path of the proc folder: complete files waiting to be processed.")
+    archive: str = Field(description="Absolute path of the archive folder: processed files, gzipped under archive_stamp.")
+    temp: str = Field(description="Absolute path of the temp folder (shared by all projects): scratch files and folders.")
+    error: str = Field(description="Absolute path of the error folder: files that failed, each with a <name>.reason.txt.")
+    archive_stamp: str = Field(
+        default="{year:04d}/{month:02d}/{day:02d}/{_id}",
+        description="The sub-folder of archive/<project> a processed file goes to, as a format string; "
+        "keys: year, month, day, hour, minute (the run's start, UTC) and _id or run_id (the run's id).",
+    )
+    compress_level: int = Field(
+        default=6,
+        description="gzip level (0-9) of archived files: 1 is fastest, 9 smallest, 0 stores uncompressed.",
+    )
 
     _run_id: str | None = PrivateAttr(default=None)
     _run_started: datetime | None = PrivateAttr(default=None)

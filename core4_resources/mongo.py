@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Optional
 import dagster
 import pymongo
 from bson.errors import InvalidDocument
+from pydantic import Field
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
@@ -51,11 +52,46 @@ class StampedWriteResult:
 
 
 class MongoResource(dagster.ConfigurableResource):
-    """MongoDB access for one database; ``mongo_url`` None means not configured."""
+    """MongoDB access for one database: collections, and writes stamped with their source.
 
-    mongo_url: Optional[str] = None
-    database: str
-    server_selection_timeout_ms: int = 3000
+    One pymongo client per process and URL is shared by every resource on that URL.
+    Every database failure raises :class:`~core4_resources.errors.MongoError` naming the server by
+    its masked URL; the password never appears in a message (:meth:`raise_error` raises such
+    an error for your own calls). ``project_definitions`` binds one as ``mongo`` on the
+    project's database (:meth:`from_settings`).
+
+    Examples:
+        .. code-block:: python
+
+            import dagster as dg
+            from core4_resources.mongo import MongoResource
+
+            @dg.op
+            def load(context: dg.OpExecutionContext, mongo: MongoResource) -> int:
+                rows = [{"_id": "prices.csv#1", "day": "2024-03-05", "price": 7}]
+                result = mongo.insert_stamped("prices", rows, source="/data/prices.csv",
+                                              job_id=context.run_id, on_duplicate="ignore")
+                context.log.info(f"{mongo.collection('prices').count_documents({})} prices")
+                return result.inserted  # a re-run inserts 0: the _id exists already
+
+            @dg.job(resource_defs={
+                "mongo": MongoResource(mongo_url=dg.EnvVar("SHOP_MONGO_URL"), database="shop")
+            })
+            def load_prices():
+                load()
+    """
+
+    mongo_url: Optional[str] = Field(
+        default=None,
+        description="The MongoDB connection string, e.g. mongodb://user:password@host:27017/admin; None "
+        "means not configured (every access then fails saying so). Messages show it masked.",
+    )
+    database: str = Field(description="The database that db(), collection() and insert_stamped() use.")
+    server_selection_timeout_ms: int = Field(
+        default=3000,
+        description="Milliseconds to wait for a server (to select one, and to connect) before an "
+        "operation fails with MongoError: how fast an unreachable MongoDB is reported.",
+    )
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "MongoResource":
@@ -94,7 +130,7 @@ class MongoResource(dagster.ConfigurableResource):
                         connectTimeoutMS=self.server_selection_timeout_ms,
                     )
                 except (PyMongoError, ValueError) as exc:
-                    self._raise(f"invalid mongo_url {self.masked_url}", exc)
+                    self.raise_error(f"invalid mongo_url {self.masked_url}", exc)
                 _clients[key] = client
             return client
 
@@ -109,7 +145,7 @@ class MongoResource(dagster.ConfigurableResource):
         try:
             self.client().admin.command("ping")
         except PyMongoError as exc:
-            self._raise(f"MongoDB at {self.masked_url} does not answer", exc)
+            self.raise_error(f"MongoDB at {self.masked_url} does not answer", exc)
 
     def make_durable(self) -> None:
         """Return only once every write this client made before is durable.
@@ -132,7 +168,7 @@ class MongoResource(dagster.ConfigurableResource):
                 {"_id": "journal"}, {"$inc": {"points": 1}}, upsert=True
             )
         except PyMongoError as exc:
-            self._raise(f"making writes durable in {self.database} at {self.masked_url}", exc)
+            self.raise_error(f"making writes durable in {self.database} at {self.masked_url}", exc)
 
     # -- stamped writes --------------------------------------------------------
 
@@ -212,7 +248,7 @@ class MongoResource(dagster.ConfigurableResource):
                     f"insert into {where} from {src}: a document cannot be stored as BSON: {exc}"
                 ) from exc
             except PyMongoError as exc:
-                self._raise(
+                self.raise_error(
                     f"insert into {where} from {src} at {self.masked_url} failed after "
                     f"{inserted} document(s)", exc,
                 )
@@ -220,8 +256,23 @@ class MongoResource(dagster.ConfigurableResource):
 
     # -- errors ----------------------------------------------------------------
 
-    def _raise(self, what: str, exc: BaseException) -> NoReturn:
-        """MongoError with pymongo's reason; the password is scrubbed, also from the chain."""
+    def raise_error(self, what: str, exc: BaseException) -> NoReturn:
+        """Raise a MongoError for an operation on this server that failed with ``exc``.
+
+        Its message is ``<what>: <exception type>: <reason>``, with this URL's password
+        replaced by ``***``. ``exc`` is chained as its cause unless its text held the
+        password: then the chain is cut, so no traceback shows it. Call it in an
+        ``except`` clause of your own database calls; name the server by
+        :attr:`masked_url`, never by ``mongo_url``.
+
+        Examples:
+            .. code-block:: python
+
+                try:
+                    mongo.collection("prices").create_index("day")
+                except pymongo.errors.PyMongoError as exc:
+                    mongo.raise_error(f"indexing prices in {mongo.database} at {mongo.masked_url}", exc)
+        """
         reason = _scrub(str(exc), self.mongo_url)
         error = MongoError(f"{what}: {type(exc).__name__}: {reason}")
         if reason != str(exc):  # the original text held the password: do not chain it

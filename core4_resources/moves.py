@@ -28,11 +28,11 @@ import shutil
 import uuid
 from typing import BinaryIO, Callable
 
-from core4_resources.errors import FolderError
+from core4_resources.errors import FolderError, SourceMissingError
 
 __all__ = [
     "CONFLICT_POLICIES", "FILE_MODE", "FOLDER_MODE", "MOVE_MARKER_SUFFIX", "NAME_MAX",
-    "SourceMissingError", "copy_move", "derived_name", "download_temp_name",
+    "copy_move", "derived_name", "download_temp_name",
     "finish_interrupted_move", "fsync_dir", "hidden_temp_name", "install_file", "is_hidden",
     "is_move_marker", "is_partial_copy", "make_dirs", "marker_source", "move_marker_path",
     "open_new_file", "printable_name", "read_move_marker", "rename_noreplace", "safe_move",
@@ -58,10 +58,6 @@ _MOVE_MARKER = re.compile(r"^\..+\.[0-9a-f]{8}" + re.escape(MOVE_MARKER_SUFFIX) 
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
-
-
-class SourceMissingError(FolderError, FileNotFoundError):
-    """The file to move does not exist (e.g. another process moved it first)."""
 
 
 def _load_renameat2():

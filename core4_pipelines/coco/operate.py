@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from core4_pipelines.coco.dagster_api import FINISHED, IN_PROGRESS, DagsterAPI, OperateError
+from core4_pipelines.coco.dagster_api import FINISHED, IN_PROGRESS, DagsterAPI
+from core4_pipelines.coco.errors import OperateError, RunNotStoppedError
 from core4_pipelines.errors import JobSettingsError
 from core4_pipelines.tags import JOB_TAG, MAX_RUNTIME_TAG, PRIORITY_TAG
 
@@ -225,7 +226,7 @@ def _api(args) -> DagsterAPI:
 
     dagster = load_config().dagster
     host = "127.0.0.1" if dagster.host in ("0.0.0.0", "::", "") else dagster.host
-    return DagsterAPI(f"http://{host}:{dagster.port}")
+    return DagsterAPI(f"http://[{host}]:{dagster.port}" if ":" in host else f"http://{host}:{dagster.port}")
 
 
 def _tags(items: Iterable[str]) -> dict[str, str]:
@@ -241,7 +242,7 @@ def _tags(items: Iterable[str]) -> dict[str, str]:
 def _wait(api: DagsterAPI, run_id: str, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        status = api.run(run_id)["status"]
+        status = api.status(run_id)
         if status in FINISHED or time.monotonic() > deadline:
             return status
         time.sleep(1)
@@ -278,10 +279,24 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def kill(api: DagsterAPI, run_id: str) -> str:
+    """Stop the run; what happened, as `coco kill` prints it.
+
+    A run whose worker is gone (its code server was restarted, its host went down) cannot be
+    stopped the safe way, and Dagster would keep it STARTED. Such a run is marked canceled
+    right away (Dagster's policy MARK_AS_CANCELED_IMMEDIATELY), and the line says so.
+    """
+    try:
+        return f"run {run_id}: {api.terminate(run_id).lower()}"
+    except RunNotStoppedError as exc:
+        status = api.mark_canceled(run_id)
+        return (f"run {run_id}: {status.lower()}: its worker did not answer; marked canceled without "
+                f"stopping it (the terminate failed: {exc.reason})")
+
+
 def cmd_kill(args) -> int:
     api = _api(args)
-    run_id = api.resolve_run_id(args.run_id)
-    print(f"run {run_id}: {api.terminate(run_id).lower()}")
+    print(kill(api, api.resolve_run_id(args.run_id)))
     return 0
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 
+import dagster as dg
+import pytest
+from dagster._core.storage.tags import GRPC_INFO_TAG
 from livestack import wait_for
+
+from core4_resources.embedded import free_port
 
 RUN_ID = re.compile(r"run ([0-9a-f-]{36})")
 RUNS_BY_TAG = """
@@ -76,3 +82,24 @@ def test_chain_starts_a_job_of_another_project(live):
     (run,) = wait_for(chained, 120, f"a run chained from {source}", live.log_tail)
     assert run["jobName"] == "download_samples"
     assert live.wait_for_run(run["runId"], 180)["status"] == "SUCCESS"
+
+
+@pytest.mark.parametrize("worker", ["unknown to its code server", "on a code server that is gone"])
+def test_kill_marks_a_run_whose_worker_is_gone_canceled(live, worker):
+    # A zombie: STARTED in the instance's storage while no process runs it (its host crashed,
+    # or `coco serve` was restarted under it). Dagster cannot stop it the safe way.
+    tags = {}
+    if worker == "on a code server that is gone":
+        tags[GRPC_INFO_TAG] = json.dumps({"host": "127.0.0.1", "port": free_port(), "socket": None})
+    zombie = dg.DagsterRun(job_name="overruns_wall_time", status=dg.DagsterRunStatus.STARTED, tags=tags)
+    with dg.DagsterInstance.from_config(str(live.dagster_home)) as instance:
+        instance.add_run(zombie)
+
+    killed = live.coco("kill", zombie.run_id[:8])
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+    assert f"run {zombie.run_id}: canceled: its worker did not answer; marked canceled" in killed.stdout, \
+        killed.stdout
+    assert live.run(zombie.run_id)["status"] == "CANCELED"
+
+    again = live.coco("kill", zombie.run_id)
+    assert again.returncode == 2 and "it has finished already (CANCELED)" in again.stderr, again.stderr
