@@ -14,6 +14,7 @@ import dagster as dg
 from core4_pipelines.project_jobs import resolve_project_jobs
 from core4_resources.config import Settings, load_config
 from core4_resources.folders import FolderResource
+from core4_resources.logs import configure_library_logging
 from core4_resources.mongo import MongoResource
 
 
@@ -67,10 +68,12 @@ def project_definitions(
     """``Definitions`` for one project with its ``folders`` and ``mongo`` resources bound.
 
     Call it from ``<project>/definitions.py``: ``defs = project_definitions("demo", ...)``.
-    Configuration comes from the cascade with the project's own yaml included. Every job
-    gets its core4 properties (see ``project_jobs.py``); invalid ones fail the load here.
+    Configuration comes from the cascade with the project's own yaml included; its
+    ``logging`` section sets up the library's loggers in this process. Every job gets its
+    core4 properties (see ``project_jobs.py``); invalid ones fail the load here.
     """
     settings = project_settings(project, project_yaml)
+    configure_library_logging(settings.logging)
     bound = project_resources(settings)
     bound.update(resources or {})
     # core4 job properties (job_properties(), jobs.<job> in the configuration, job.* defaults)

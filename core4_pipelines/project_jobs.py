@@ -17,15 +17,10 @@ from typing import Any
 import dagster as dg
 
 from core4_pipelines.errors import JobSettingsError
-from core4_pipelines.properties import (
-    SPECS,
-    JobProperties,
-    apply_properties,
-    declared_properties,
-    resolve_properties,
-)
+from core4_pipelines.properties import apply_properties, declared_properties, resolve_properties
 from core4_pipelines.triggers import chain_sensor, job_schedule
 from core4_resources.config import Settings
+from core4_resources.job_properties import PROPERTY_NAMES, JobProperties
 
 
 @dataclass
@@ -34,6 +29,7 @@ class ProjectJobs:
     sensors: list[Any] = field(default_factory=list)
     schedules: list[Any] = field(default_factory=list)
     properties: dict[str, JobProperties] = field(default_factory=dict)
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)  # job -> property -> where from
 
 
 def _targets(definition: Any) -> list[dg.JobDefinition]:
@@ -90,14 +86,15 @@ def resolve_project_jobs(
     problems: list[str] = []
     for name, job in originals.items():
         try:
-            result.properties[name] = resolve_properties(project, name, declared_properties(job), settings)
+            result.properties[name], result.sources[name] = resolve_properties(
+                project, name, declared_properties(job), settings)
         except JobSettingsError as exc:
             problems.append(str(exc))
     for name, props in result.properties.items():
         problems += _check_chain(project, name, props, set(originals))
     configured = settings.project.jobs if settings.project else {}
     for name, section in configured.items():
-        keys = sorted(k for k in (section or {}) if k in SPECS)
+        keys = sorted(k for k in (section or {}) if k in PROPERTY_NAMES)
         if name not in originals and keys:
             source = settings.sources.get(f"{project}.jobs.{name}.{keys[0]}", "the configuration")
             problems.append(
@@ -111,7 +108,8 @@ def resolve_project_jobs(
             else f"project {project}: {problems[0]}"
         )
 
-    resolved = {name: apply_properties(job, project, result.properties[name]) for name, job in originals.items()}
+    resolved = {name: apply_properties(job, project, result.properties[name], result.sources[name])
+                for name, job in originals.items()}
     result.jobs = [resolved.get(job.name, job) if isinstance(job, dg.JobDefinition) else job for job in jobs]
     listed = {job.name for job in result.jobs if isinstance(job, dg.JobDefinition)}
     result.jobs += [job for name, job in resolved.items() if name not in listed]

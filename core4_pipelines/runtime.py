@@ -25,12 +25,12 @@ from pydantic import BaseModel, ValidationError
 from core4_pipelines.errors import JobSettingsError, PipelineError
 from core4_pipelines.properties import (
     JOB_TAG,
-    SPECS,
-    check_property,
     configured_section,
     resolved_properties,
+    tag_property,
 )
 from core4_resources.errors import Core4Error
+from core4_resources.job_properties import PROPERTY_NAMES
 
 STATE_TAG = "core4/state"                 # "inactive" once a deferring run passed defer_max
 MESSAGE_TAG = "core4/message"             # the message of that last defer
@@ -91,15 +91,11 @@ def run_property(name: str, context: dg.OpExecutionContext | None = None) -> Any
     context = context or current_context()
     tag = context.run.tags.get(f"{LAUNCH_TAG_PREFIX}{name}")
     if tag is not None:
-        try:
-            value = json.loads(tag)
-        except ValueError:
-            value = tag
-        return check_property(name, value, f"run tag {LAUNCH_TAG_PREFIX}{name} of run {context.run_id}")
+        return tag_property(name, tag, f"run tag {LAUNCH_TAG_PREFIX}{name} of run {context.run_id}")
     resolved = resolved_properties(context.job_def)
     if name in resolved:
         return resolved[name]
-    if name not in SPECS:
+    if name not in PROPERTY_NAMES:
         raise JobSettingsError(f"unknown property {name!r}")
     return _cascade_defaults().get(name)
 
@@ -334,7 +330,7 @@ def job_settings(project: str, job: str, model: type[T], settings=None) -> T:
     from core4_pipelines.project import project_settings
 
     settings = settings or project_settings(project)
-    section = {k: v for k, v in configured_section(settings, job).items() if k not in SPECS}
+    section = {k: v for k, v in configured_section(settings, job).items() if k not in PROPERTY_NAMES}
     try:
         return model.model_validate(section)
     except ValidationError as exc:

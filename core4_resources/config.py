@@ -9,21 +9,24 @@ what was expected.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 from .config_sources import (
     DEFAULT, JOBS, PACKAGED_PATH, Cascade, Source, default_source, env_layers, file_source,
     local_config_path, packaged_source, read_yaml_file,
 )
 from .errors import ConfigError
+from .job_properties import STRICT, JobProperties
+from .job_properties import expected as expected_text
 
-__all__ = ["load_config", "mask_url", "Settings", "FolderSettings", "JobDefaults",
+__all__ = ["load_config", "mask_url", "Settings", "FolderSettings", "JobSection",
            "LoggingSettings", "DagsterSettings", "ProjectSettings", "DefaultSettings"]
 
 # userinfo up to the last "@" of the authority; the fallback covers an unencoded "/" in a password
@@ -46,8 +49,7 @@ def mask_url(url: str | None) -> str | None:
 
 
 class _Frozen(BaseModel):
-    # strict: a string where a number belongs is an error (ints still pass as floats)
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid", allow_inf_nan=False)
+    model_config = STRICT
 
     def __repr_args__(self):
         for key, value in super().__repr_args__():
@@ -96,16 +98,11 @@ class FolderSettings(_Frozen):
         return os.path.normpath(value)
 
 
-class JobDefaults(_Frozen):
-    attempts: int = Field(ge=1)
-    error_time: float = Field(ge=0)
-    defer_time: float = Field(ge=0)
-    defer_max: float = Field(ge=0)
-    wall_time: float | None = Field(gt=0)
-    zombie_time: float = Field(gt=0)
-    max_parallel: int | None = Field(ge=1)
-    priority: int
-    progress_interval: float = Field(gt=0)
+class JobSection(JobProperties):
+    """The cascade's ``job:`` section: the properties every job starts from (JobProperties:
+    those core4.yaml sets, and the model's own defaults for the rest), and how
+    ``move_archive`` stores a file."""
+
     archive_stamp: str
     compress_level: int = Field(ge=0, le=9)
 
@@ -128,8 +125,10 @@ _LEVELS = ("CRITICAL", "DEBUG", "ERROR", "INFO", "WARNING")
 
 
 class LoggingSettings(_Frozen):
+    """The ``logging`` section: what ``core4_resources.logs`` does with it."""
+
     level: str = Field(description=f"one of {', '.join(_LEVELS)}")
-    format: str
+    format: str = Field(description="a logging format such as '%(asctime)s %(levelname)s %(message)s'")
     mongo_collection: str | None
     mongo_url: str | None = None        # DEFAULT fills these two unless logging sets them
     mongo_database: str = "core4"
@@ -140,6 +139,15 @@ class LoggingSettings(_Frozen):
         if value.upper() not in _LEVELS:
             raise ValueError(f"one of {', '.join(_LEVELS)}")
         return value.upper()
+
+    @field_validator("format")
+    @classmethod
+    def _usable_format(cls, value: str) -> str:
+        try:
+            logging.Formatter(value)
+        except (ValueError, TypeError):
+            raise ValueError(cls.model_fields["format"].description) from None
+        return value
 
 
 class DagsterSettings(_Frozen):
@@ -171,7 +179,7 @@ class Settings(_Frozen):
     folder: FolderSettings
     mongo_url: str | None
     mongo_database: str
-    job: JobDefaults
+    job: JobSection
     logging: LoggingSettings
     dagster: DagsterSettings
     project: ProjectSettings | None = None
@@ -182,8 +190,10 @@ class Settings(_Frozen):
         out: dict[str, Any] = {f"{DEFAULT}.mongo_url": self.mongo_url,
                                f"{DEFAULT}.mongo_database": self.mongo_database}
         for section in ("folder", "job", "logging", "dagster"):
-            for key, value in getattr(self, section):
-                out[f"{section}.{key}"] = value
+            model = getattr(self, section)
+            for key, value in model:
+                if key in model.model_fields_set:  # job: not the properties only a job declares
+                    out[f"{section}.{key}"] = value
         if self.project is not None:
             name = self.project.name
             out[f"{name}.mongo_url"] = self.project.mongo_url
@@ -201,26 +211,6 @@ def _flatten(out: dict, prefix: str, mapping: Mapping) -> None:
             _flatten(out, f"{prefix}.{key}", value)
         else:
             out[f"{prefix}.{key}"] = value
-
-
-def _expected(field) -> str:
-    """What a field accepts, in words, from its annotation and bounds."""
-    if field.description:
-        return field.description
-    annotation, optional = field.annotation, False
-    if get_origin(annotation) in (Union, type(int | None)):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        optional, annotation = len(args) < len(get_args(annotation)), args[0]
-    text = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        annotation, getattr(annotation, "__name__", str(annotation)))
-    bounds = {attr: getattr(m, attr) for m in field.metadata
-              for attr in ("gt", "ge", "lt", "le") if getattr(m, attr, None) is not None}
-    if "ge" in bounds and "le" in bounds:
-        text += f" from {bounds['ge']} to {bounds['le']}"
-    else:
-        text += "".join(f" {op} {bounds[attr]}" for attr, op in
-                        (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")) if attr in bounds)
-    return text + (", or ~ (unset)" if optional else "")
 
 
 def _got(value: Any) -> str:
@@ -253,7 +243,7 @@ class _Validator:
                     self.errors.append(f"{path}: missing{where}; set it in the local file")
                     continue
                 elif key in model.model_fields:
-                    expected = _expected(model.model_fields[key])
+                    expected = expected_text(model.model_fields[key])
                 else:
                     expected = error["msg"]
                 self.errors.append(f"{path}{where}: expected {expected}, got {_got(error['input'])}")
@@ -340,7 +330,7 @@ def _build(cascade: Cascade, project: str | None, errors: list[str]) -> Settings
         return {k: v for k, v in section.items() if k in default_keys}
 
     folder = validate(FolderSettings, tree["folder"], "folder")
-    job = validate(JobDefaults, tree["job"], "job")
+    job = validate(JobSection, tree["job"], "job")
     dagster = validate(DagsterSettings, tree["dagster"], "dagster")
     defaults = validate(DefaultSettings, tree[DEFAULT], DEFAULT)
     logging_raw = tree["logging"]

@@ -9,6 +9,7 @@ import time
 
 import dagster as dg
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from core4_pipelines.errors import JobSettingsError, PipelineError
@@ -272,3 +273,46 @@ def test_import_job_properties_reach_the_job_its_sensor_starts(project):
     assert resolved_properties(resolved)["max_parallel"] == 2
     assert resolved.op_retry_policy == dg.RetryPolicy(max_retries=2, delay=600)
     assert defs.resolve_sensor_def("load_csv_proc_sensor").job is resolved
+
+
+# -- one model for every source ---------------------------------------------------------------
+
+
+def test_one_model_checks_every_source_with_the_same_words(project, monkeypatch):
+    from core4_pipelines.properties import tag_property
+    from core4_resources.config import load_config
+    from core4_resources.errors import ConfigError
+
+    words = "attempts expected an integer >= 1, got 0"
+    with pytest.raises(JobSettingsError, match=f"declared in code\\): property {words}"):
+        job_named("nightly", attempts=0)
+    with pytest.raises(JobSettingsError, match=f"shop12.jobs.nightly.attempts in .*shop12.yaml: property {words}"):
+        project_definitions(project("shop12", "jobs:\n  nightly:\n    attempts: 0\n"), jobs=[job_named("nightly")])
+    with pytest.raises(JobSettingsError, match=f"run tag core4/attempts: property {words}"):
+        tag_property("attempts", "0", "run tag core4/attempts")
+    monkeypatch.setenv("CORE4_OPTION_job__attempts", "0")
+    with pytest.raises(ConfigError, match="job.attempts from env CORE4_OPTION_job__attempts: expected an integer >= 1, got 0"):
+        load_config()
+
+
+def test_each_default_is_written_once():
+    """The cascade's job.* values (packaged core4.yaml) are the defaults of exactly the properties
+    the model leaves without one; the model holds the rest."""
+    from core4_resources.config import JobSection
+    from core4_resources.config_sources import PACKAGED_PATH
+    from core4_resources.job_properties import JobProperties
+
+    packaged = set(yaml.safe_load(PACKAGED_PATH.read_text())["job"])
+    required = {name for name, field in JobProperties.model_fields.items() if field.is_required()}
+    assert required == packaged - (set(JobSection.model_fields) - set(JobProperties.model_fields))
+    assert all(not JobSection.model_fields[name].is_required() for name in set(JobProperties.model_fields) - required)
+
+
+def test_launch_tags_are_read_through_the_model(project, instance):
+    @dg.op
+    def reads() -> list:
+        return [run_property("chain"), run_property("wall_time"), run_property("timezone")]
+
+    job = project_definitions(project("shop13"), jobs=[job_named("reader", reads)]).resolve_job_def("reader")
+    result = run(job, instance, tags={"core4/chain": "a", "core4/wall_time": "90"})
+    assert result.output_for_node("reads") == [("a",), 90, "UTC"]

@@ -5,13 +5,17 @@ A project is ``<home>/<name>/`` holding a package ``<name>/`` whose
 ``<name>/<name>.yaml`` and ``<name>/definitions.py`` exposing ``defs``.
 Discovery reads files only; it never imports a project's code (nor Dagster), so
 one broken project cannot stop the others from being listed or loaded.
+:func:`load_definitions` is the one place that does import a project's code, for
+whoever means to (the probe in the project's own interpreter, a run in process).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 
 from core4_pipelines.errors import ProjectError
@@ -123,3 +127,23 @@ def _installed_module_origin(project: ProjectInfo) -> str | None:
         return None
     inside = os.path.realpath(origin).startswith(os.path.realpath(project.folder) + os.sep)
     return None if inside else origin
+
+
+def load_definitions(folder: str, name: str):
+    """The ``defs`` of project ``name`` in ``folder`` (``<folder>/<name>/definitions.py``),
+    imported in this process: the folder goes first on sys.path. ProjectError when the module
+    has no ``defs`` or this process imported another project of that name already."""
+    folder = os.path.abspath(folder)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    module = importlib.import_module(f"{name}.definitions")
+    origin = os.path.realpath(getattr(module, "__file__", None) or "")
+    if not origin.startswith(os.path.realpath(folder) + os.sep):
+        raise ProjectError(
+            f"{name}.definitions was imported from {origin or 'nowhere'}, not from {folder}: "
+            "one process loads one project of a name"
+        )
+    defs = getattr(module, "defs", None)
+    if defs is None:
+        raise ProjectError(f"{name}/definitions.py defines no `defs`")
+    return defs

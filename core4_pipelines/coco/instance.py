@@ -9,6 +9,7 @@ import yaml
 
 from core4_pipelines.tags import JOB_TAG
 from core4_resources.config import Settings
+from core4_resources.logs import python_logs_config
 from core4_resources.moves import make_dirs, write_file_atomic
 
 # The PostgreSQL URL (which may hold a password) is read from this environment
@@ -60,9 +61,11 @@ def instance_config(
     tag_concurrency_limits: Iterable[Mapping] = (),
     job_limits: Mapping[str, int] | None = None,
     zombie_time: float | None = None,
+    python_logs: Mapping | None = None,
 ) -> dict:
     """The content of dagster.yaml. ``job_limits``: max_parallel per ``<project>.<job>``;
-    ``zombie_time``: seconds a run may stay starting or canceling before it is marked failed."""
+    ``zombie_time``: seconds a run may stay starting or canceling before it is marked failed;
+    ``python_logs``: where run logs go besides Dagster's own storage (core4_resources.logs)."""
     config = storage_config(home, postgres)
     monitoring: dict = {"enabled": True, "poll_interval_seconds": 5}
     if zombie_time:
@@ -97,6 +100,8 @@ def instance_config(
             "nux": {"enabled": False},
         }
     )
+    if python_logs:
+        config["python_logs"] = dict(python_logs)
     return config
 
 
@@ -105,11 +110,13 @@ def write_instance(settings: Settings, *, job_limits: Mapping[str, int] | None =
     whatever the umask; returns DAGSTER_HOME.
 
     ``job_limits`` (``{"<project>.<job>": max_parallel}``, see ``limits.collect_job_limits``)
-    become run-queue limits; run monitoring uses ``job.zombie_time`` of the cascade.
+    become run-queue limits; run monitoring uses ``job.zombie_time`` of the cascade, and
+    ``logging.mongo_collection`` sends every run's log records there too.
     """
     home = dagster_home(settings)
     make_dirs(home)
     options.setdefault("zombie_time", settings.job.zombie_time)
+    options.setdefault("python_logs", python_logs_config(settings.logging))
     config = instance_config(home, postgres=bool(settings.dagster.postgres_url), job_limits=job_limits, **options)
     text = "# Written by coco from the core4 configuration; edits are overwritten.\n"
     text += yaml.safe_dump(config, sort_keys=False)

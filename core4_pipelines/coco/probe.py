@@ -14,14 +14,14 @@ NAME`` and prints one JSON line:
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
 import time
 import traceback
 
-from core4_pipelines.coco.discovery import discover_projects
+from core4_pipelines.coco.discovery import discover_projects, load_definitions
+from core4_pipelines.errors import ProjectError
 
 PROBE = "core4_pipelines.coco.probe"
 
@@ -36,13 +36,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def describe(folder: str, name: str) -> dict:
-    sys.path.insert(0, folder)
     try:
-        module = importlib.import_module(f"{name}.definitions")
-        defs = getattr(module, "defs", None)
-        if defs is None:
-            return {"ok": False, "error": f"{name}/definitions.py defines no `defs`"}
-        repo = defs.get_repository_def()
+        repo = load_definitions(folder, name).get_repository_def()
         return {
             "ok": True,
             "jobs": sorted(job.name for job in repo.get_all_jobs() if not job.name.startswith("__")),
@@ -54,6 +49,8 @@ def describe(folder: str, name: str) -> dict:
                 f"{s.name} ({s.cron_schedule} {s.execution_timezone or 'UTC'})" for s in repo.schedule_defs
             ),
         }
+    except ProjectError as exc:
+        return {"ok": False, "error": str(exc)}
     except Exception as exc:  # any failure of the project's code is the answer
         return {"ok": False, "error": _one_line(exc)}
 
@@ -62,10 +59,8 @@ def project_limits(folder: str, name: str) -> dict[str, int]:
     """Load ``<name>.definitions`` from ``folder`` and read each job's resolved max_parallel."""
     from core4_pipelines.properties import JOB_TAG, resolved_properties
 
-    sys.path.insert(0, folder)
-    defs = importlib.import_module(f"{name}.definitions").defs
     limits = {}
-    for job in defs.get_repository_def().get_all_jobs():
+    for job in load_definitions(folder, name).get_repository_def().get_all_jobs():
         limit = resolved_properties(job).get("max_parallel")
         if limit:
             limits[job.tags.get(JOB_TAG, f"{name}.{job.name}")] = int(limit)
