@@ -157,7 +157,10 @@ class ScriptedWebserver:
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 script.asked.append(request)
                 name = next((n for n in script.answers if n in request["query"]), None)
-                code, body = script.answers[name] if name else (400, {"errors": [{"message": "unscripted"}]})
+                answer = script.answers[name] if name else (400, {"errors": [{"message": "unscripted"}]})
+                if isinstance(answer, list):  # answers in turn; the last one stays
+                    answer = answer.pop(0) if len(answer) > 1 else answer[0]
+                code, body = answer
                 data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json" if not isinstance(body, str) else "text/html")
@@ -227,6 +230,23 @@ def test_kill_marks_a_run_canceled_when_its_worker_does_not_answer(answer):
     expected = {"HTTP 500 with a PythonError": "Could not reach user code server",
                 "TerminateRunFailure": "Unable to terminate run", "HTTP 500 without GraphQL": "answered HTTP 500"}
     assert expected[answer] in said, said
+
+
+def test_kill_of_a_starting_run_waits_until_it_runs_then_stops_it_the_safe_way(monkeypatch):
+    import core4_pipelines.coco.operate as operate
+
+    monkeypatch.setattr(operate, "STARTING_WAIT_SECONDS", 10)
+    starting = {"data": {"terminateRun": {
+        "__typename": "TerminateRunFailure",
+        "message": f"Run {RUN_ID} could not be terminated due to having status STARTING."}}}
+    stopped = {"data": {"terminateRun": {"__typename": "TerminateRunSuccess", "run": {"runId": RUN_ID}}}}
+    with ScriptedWebserver({
+        TERMINATE: [(200, starting), (200, stopped)],
+        STATUS: [_status("STARTING"), _status("STARTING"), _status("STARTED"), _status("CANCELING")],
+    }) as webserver:
+        said = kill(DagsterAPI(webserver.url), RUN_ID)
+    assert said == f"run {RUN_ID}: canceling"
+    assert MARK not in webserver.operations()
 
 
 def test_kill_stops_a_live_run_the_safe_way_only():

@@ -279,6 +279,10 @@ def cmd_runs(args) -> int:
     return 0
 
 
+# How long `coco kill` waits for a starting run to be running (then stoppable the safe way).
+STARTING_WAIT_SECONDS = 30.0
+
+
 def kill(api: DagsterAPI, run_id: str) -> str:
     """Stop the run; what happened, as `coco kill` prints it.
 
@@ -289,9 +293,22 @@ def kill(api: DagsterAPI, run_id: str) -> str:
     try:
         return f"run {run_id}: {api.terminate(run_id).lower()}"
     except RunNotStoppedError as exc:
+        if exc.status == "STARTING" and _left_starting(api, run_id):
+            # Dagster stops no run while its worker is being started; once it runs, it can.
+            return kill(api, run_id)
         status = api.mark_canceled(run_id)
         return (f"run {run_id}: {status.lower()}: its worker did not answer; marked canceled without "
                 f"stopping it (the terminate failed: {exc.reason})")
+
+
+def _left_starting(api: DagsterAPI, run_id: str, timeout: float = STARTING_WAIT_SECONDS) -> bool:
+    """Whether the run left STARTING within ``timeout`` (a live worker picks it up in seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if api.status(run_id) != "STARTING":
+            return True
+    return False
 
 
 def cmd_kill(args) -> int:

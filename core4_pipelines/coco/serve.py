@@ -87,6 +87,9 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+PROCESS_UMASK = 0o027
+
+
 def serve(settings: Settings, host: str, port: int, say: Callable[[str], None] = print) -> int:
     """Run ``dagster dev`` over the projects in folder.home and supervise it and the embedded
     MongoDB until interrupted (exit 0) or until dagster dev dies (its exit code, never 0)."""
@@ -94,6 +97,9 @@ def serve(settings: Settings, host: str, port: int, say: Callable[[str], None] =
     if not home:
         raise PipelineError("folder.home is not set: pass --home DIR or set folder.home in your config")
     check_port_free(host, port)
+    # Dagster's own files (run and event storage, logs, compute logs) are created by processes
+    # this one starts: with this umask they are 0640/0750 like ours, whatever the shell's was.
+    os.umask(PROCESS_UMASK)
     try:
         with _sigterm_as_interrupt(), embedded_mongo_for(settings, say) as server:
             return _serve_with(settings, server, host, port, say)

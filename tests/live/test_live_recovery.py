@@ -118,6 +118,13 @@ def test_a_killed_run_worker_is_failed_and_its_batch_imported_again(tmp_path):
             assert instance.get_run_by_id(victim.run_id).status == dg.DagsterRunStatus.FAILURE
             again = instance.get_runs(filters=dg.RunsFilter(tags={BATCH_TAG: victim.tags[BATCH_TAG]}))
             assert {(run.tags.get(ATTEMPT_TAG), run.status) for run in again} >= {("2", dg.DagsterRunStatus.SUCCESS)}
+        # Whatever the test's umask, nothing the stack created -- Dagster's storage included --
+        # is open to the group for writing or to others at all (proc/ is the test's own).
+        for folder, dirs, files in [w for top in ("dagster", "archive", "mongo") for w in os.walk(stack.root / top)]:
+            for name in dirs + files:
+                path = os.path.join(folder, name)
+                if not os.path.islink(path) and not name.endswith((".sock", ".lock")):
+                    assert os.lstat(path).st_mode & 0o027 == 0, f"{path}: {oct(os.lstat(path).st_mode)}"
 
 
 @pytest.mark.timeout(900)
