@@ -102,10 +102,7 @@ def check_every_archived_file_complete(folders, mongo, originals: dict[str, str]
     return len(done)
 
 
-@pytest.mark.timeout(300)
-def test_database_killed_as_the_first_file_is_archived_loses_no_record_of_an_archived_file(
-    tmp_path, server, monkeypatch
-):
+def kill_as_archiving_starts(tmp_path, server, monkeypatch, rounds: int) -> None:
     """The server dies the moment the import starts archiving: the writes it acknowledged
     last (milliseconds ago) are exactly the ones an unjournaled server loses."""
     real_move_archive = FolderResource.move_archive
@@ -120,7 +117,7 @@ def test_database_killed_as_the_first_file_is_archived_loses_no_record_of_an_arc
     monkeypatch.setattr(FolderResource, "move_archive", kill_then_archive)
     # Small inserts, as from small files: the server journals in the background within
     # milliseconds, so only the last insert or two before a kill are at risk.
-    rows, rounds = 100, (12 if STRESS else 4)
+    rows = 100
     for round_no in range(rounds):
         killed.clear()
         folders = make_folders(tmp_path / f"round{round_no}")
@@ -133,6 +130,20 @@ def test_database_killed_as_the_first_file_is_archived_loses_no_record_of_an_arc
         mongo = MongoResource(mongo_url=server.url, database="killed")
         assert check_every_archived_file_complete(folders, mongo, originals, rows) == FILES
         assert mongo.collection("things").count_documents({}) == FILES * rows * (round_no + 1)
+
+
+@pytest.mark.timeout(300)
+def test_database_killed_as_the_first_file_is_archived_loses_no_record_of_an_archived_file(
+    tmp_path, server, monkeypatch
+):
+    kill_as_archiving_starts(tmp_path, server, monkeypatch, rounds=4)
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not STRESS, reason="stress size: make test-stress (CORE4_STRESS=1)")
+def test_database_killed_as_the_first_file_is_archived_stress(tmp_path, server, monkeypatch):
+    kill_as_archiving_starts(tmp_path, server, monkeypatch, rounds=20)
 
 
 @pytest.mark.timeout(300)
