@@ -41,6 +41,8 @@ MIN_BATCH_RUNS = 3
 # Between two runs of a batch when the job's error_time is not known (a unit test's sensor).
 FALLBACK_ERROR_TIME = 60.0
 ATTEMPT_TAG = "core4/batch_attempt"
+# Marks a sensor built here (``coco drain`` finds them by it): its job, pattern and proc sub folder.
+PROC_SENSOR_METADATA = "core4/proc_sensor"
 
 
 def _instance_or_none(context: dg.SensorEvaluationContext) -> dg.DagsterInstance | None:
@@ -173,6 +175,7 @@ def proc_folder_sensor(
         job=job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
+        metadata={PROC_SENSOR_METADATA: {"job": job.name, "pattern": regex.pattern if regex else None, "base": base}},
         description=(
             f"Claims files matching {regex.pattern if regex else 'anything'} in the project's "
             f"proc folder, {batch_size} per batch, and starts {job.name} for each batch"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -109,16 +110,68 @@ def test_checked_in_workspace_is_what_coco_workspace_writes(tmp_path):
     assert checked_in == written
 
 
-def test_coco_demo_imports_the_samples(tmp_path, mongo_server):
+def test_coco_demo_is_download_then_drain_on_the_embedded_mongodb(tmp_path):
+    """`make run`'s setting, no mongo_url: one embedded server under folder.root for both steps."""
+    from core4_resources.embedded import EmbeddedMongo
     from core4_resources.mongo import MongoResource
 
     root = tmp_path / "root"
-    env = dict(os.environ, CORE4_OPTION_DEFAULT__mongo_url=mongo_server.url)
-    done = coco("--root", str(root), "--home", os.path.join(REPO, "projects"), "demo", env=env)
+    done = coco("--root", str(root), "--home", os.path.join(REPO, "projects"), "demo")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "imported 4 files, 96 records" in done.stdout
-    readings = MongoResource(mongo_url=mongo_server.url, database="demo").collection("readings")
-    assert readings.count_documents({"_src": {"$regex": "^readings-berlin-"}}) == 24
+    assert done.stdout.count("embedded MongoDB on ") == 1, done.stdout
+    downloaded = re.search(r"demo.download_samples: run (\S+) succeeded \(in-process\)", done.stdout)
+    assert downloaded, done.stdout
+    assert ("import_readings: 4 files, 96 records into demo.readings, 1 run, 0 files in error, "
+            "4 archived, 0 left in proc") in done.stdout, done.stdout
     archives = [n for _, _, names in os.walk(root / "archive" / "demo") for n in names]
     assert len(archives) == 4 and all(n.endswith(".csv.gz") for n in archives)
     assert [n for n in os.listdir(root / "proc" / "demo") if not n.startswith(".")] == []
+    stamp = downloaded.group(1)[:8]  # the download names its files <sample>-<run id[:8]>-<copy>.csv
+    with EmbeddedMongo(root / "mongo") as server:  # the demo's server again, on its data
+        readings = MongoResource(mongo_url=server.url, database="demo").collection("readings")
+        assert readings.count_documents({"_src": {"$regex": f"^readings-berlin-{stamp}-0"}}) == 24
+        assert readings.count_documents({"_src": {"$regex": f"-{stamp}-0\\.csv$"}}) == 96
+
+
+def test_coco_drain_imports_a_new_projects_proc_and_reports_bad_files(home, tmp_path, mongo_server):
+    """Any project: one made by `coco init`, whose sensor claims a file only once it stayed
+    unchanged for min_age_seconds (5 s): drain ticks until then, imports, archives, reports."""
+    from core4_resources.mongo import MongoResource
+
+    assert coco("--home", str(home), "init", "drained").returncode == 0
+    root = tmp_path / "root"
+    proc = root / "proc" / "drained"
+    proc.mkdir(parents=True)
+    (proc / "good.csv").write_text("city,celsius\nberlin,21.5\nkoeln,19\nmuenchen,17\n")
+    (proc / "bad.csv").write_text("city,city\nberlin,21.5\n")  # repeated column names: a content error
+    (proc / "notes.txt").write_text("not matching the pattern: stays\n")
+    env = dict(os.environ, CORE4_OPTION_DEFAULT__mongo_url=mongo_server.url)
+    common = ("--root", str(root), "--home", str(home))
+
+    done = coco(*common, "drain", "drained", "--timeout", "120", env=env)
+    assert done.returncode == 1, done.stdout + done.stderr  # a file in error is not a clean drain
+    assert ("import_records: 2 files, 3 records into drained.records, 1 run, 1 files in error, "
+            "1 archived, 0 left in proc") in done.stdout, done.stdout
+    assert "  in error: bad.csv" in done.stdout
+    records = MongoResource(mongo_url=mongo_server.url, database="drained").collection("records")
+    assert sorted(r["city"] for r in records.find({"_src": "good.csv"})) == ["berlin", "koeln", "muenchen"]
+    assert records.count_documents({"_src": "bad.csv"}) == 0
+    archives = [n for _, _, names in os.walk(root / "archive" / "drained") for n in names]
+    assert archives == ["good.csv.gz"]
+    in_error = [n for _, _, names in os.walk(root / "error" / "drained") for n in names]
+    assert "bad.csv" in in_error, in_error
+    assert [n for n in os.listdir(proc) if not n.startswith(".")] == ["notes.txt"]  # not matching .*\.csv$
+    assert [n for _, _, names in os.walk(proc / ".batch") for n in names] == []
+
+    again = coco(*common, "drain", "drained", env=env)  # nothing left: a clean, empty drain
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "import_records: 0 files, 0 records into drained.records, 0 runs" in again.stdout
+
+    (home / "quiet").mkdir()
+    (home / "quiet" / "quiet").mkdir()
+    (home / "quiet" / "quiet" / "__init__.py").write_text('__project__ = "core4"\n')
+    (home / "quiet" / "quiet" / "definitions.py").write_text("import dagster as dg\n\ndefs = dg.Definitions()\n")
+    none = coco(*common, "drain", "quiet", env=env)
+    assert none.returncode == 2 and "project quiet has no proc sensor" in none.stderr, none.stderr
+    missing = coco(*common, "drain", "nosuch", env=env)
+    assert missing.returncode == 2 and "no project 'nosuch'" in missing.stderr, missing.stderr

@@ -127,18 +127,30 @@ def cmd_serve(args) -> int:
     return serve(settings, args.host or settings.dagster.host, args.port or settings.dagster.port)
 
 
-def cmd_demo(args) -> int:
-    from core4_pipelines.coco.serve import run_demo
+def _print_drain(settings, project: str, timeout: float) -> int:
+    from core4_pipelines.coco.drain import drain, summary_lines
 
-    summary = run_demo(_settings())
-    print(f"imported {summary['files']} files, {summary['records']} records into "
-          f"{summary['database']}.readings on {summary['mongo']}")
-    for path in summary["archives"]:
-        print(f"  archived {path}")
-    if summary["proc_left"]:
-        print(f"{summary['proc_left']} files left in proc", file=sys.stderr)
-        return 1
-    return 0 if summary["files"] else 1
+    result = drain(settings, project, timeout=timeout)
+    for line in summary_lines(result):
+        print(line)
+    return 0 if result.ok else 1
+
+
+def cmd_drain(args) -> int:
+    return _print_drain(_settings(), args.project, args.timeout)
+
+
+def cmd_demo(args) -> int:
+    """`coco enqueue demo.download_samples --local`, then `coco drain demo`, on one MongoDB."""
+    from core4_pipelines.coco.operate import enqueue_local
+    from core4_pipelines.coco.serve import MONGO_URL_ENV, mongo_for
+
+    with mongo_for(_settings(), print) as mongo_url:
+        os.environ[MONGO_URL_ENV] = mongo_url  # both steps use it: neither starts a server of its own
+        settings = _settings()
+        run_id, success = enqueue_local(settings, "demo.download_samples", [], False, {})
+        print(f"demo.download_samples: run {run_id} {'succeeded' if success else 'failed'} (in-process)")
+        return _print_drain(settings, "demo", args.timeout) if success else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (default dagster.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default dagster.port)")
     p.set_defaults(run=cmd_serve)
-    p = sub.add_parser("demo", help="download, claim, import and archive the demo's samples once, headless")
+    timeout_help = "seconds to wait for files still being written or batches to retry (default 300)"
+    p = sub.add_parser("drain", help="tick a project's proc sensors and import every batch in this process until "
+                                     "proc is empty; print a summary per job")
+    p.add_argument("project")
+    p.add_argument("--timeout", type=float, default=300.0, help=timeout_help)
+    p.set_defaults(run=cmd_drain)
+    p = sub.add_parser("demo", help="the demo once, headless: enqueue demo.download_samples --local, then drain demo")
+    p.add_argument("--timeout", type=float, default=300.0, help=timeout_help)
     p.set_defaults(run=cmd_demo)
     # Commands that live beside their implementation: operations on runs, and the clean-up sweep.
     from core4_pipelines.coco import clean, operate

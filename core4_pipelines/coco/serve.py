@@ -1,8 +1,9 @@
-"""`coco serve` (the Dagster UI and daemon over every project) and `coco demo` (the flow once, headless).
+"""`coco serve`: the Dagster UI and daemon over every project, with the embedded MongoDB.
 
 The `coco serve` process itself only supervises its children: it never imports Dagster
 (nor the library's Dagster definitions); what needs Dagster runs in a child process
-(``python -m core4_pipelines.recovery``, the probes, ``dagster dev``) or in `coco demo`.
+(``python -m core4_pipelines.recovery``, the probes, ``dagster dev``). ``mongo_for`` is
+also what the in-process verbs (`coco drain`, `coco enqueue --local`) use.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import collections
 import contextlib
 import errno
 import glob
-import importlib
 import os
 import shutil
 import signal
@@ -33,7 +33,6 @@ from core4_resources.embedded import EmbeddedMongo
 from core4_resources.errors import EmbeddedMongoError
 
 MONGO_URL_ENV = "CORE4_OPTION_DEFAULT__mongo_url"
-DEMO_PATTERN = r"readings-.*\.csv$"
 
 
 @contextlib.contextmanager
@@ -321,73 +320,3 @@ def _signal_reaches(group: int) -> bool:
     except PermissionError:
         pass
     return True
-
-
-def run_demo(settings: Settings, say: Callable[[str], None] = print, timeout: float = 120.0) -> dict:
-    """Download the demo's samples, claim them with its sensor and import every batch, in process."""
-    import dagster as dg
-
-    from core4_pipelines.project import project_settings
-    from core4_resources.mongo import MongoResource
-
-    home = settings.folder.home
-    if not home or not os.path.isdir(os.path.join(home, "demo")):
-        raise PipelineError(f"no demo project in folder.home {home!r}: pass --home projects")
-    with mongo_for(settings, say) as mongo_url:
-        os.environ[MONGO_URL_ENV] = mongo_url
-        os.environ["CORE4_OPTION_folder__root"] = settings.folder.root
-        os.environ["CORE4_OPTION_folder__home"] = home
-        dagster_home = write_instance(settings)
-        os.environ.update(instance_environment(settings))
-        sys.path.insert(0, os.path.join(home, "demo"))
-        defs = importlib.import_module("demo.definitions").defs
-        with dg.DagsterInstance.from_config(dagster_home) as instance:
-            download = defs.resolve_job_def("download_samples").execute_in_process(instance=instance)
-            fetched = download.output_for_node("fetch_samples")
-            say(f"downloaded {len(fetched)} files into proc (run {download.run_id})")
-            imports = _import_until_empty(defs, instance, timeout, say)
-        folders = defs.resources["folders"]
-        # Outside a run the bound resource holds an EnvVar; read the URL from the cascade.
-        mongo = MongoResource.from_settings(project_settings("demo"))
-        run_ids = [r["run_id"] for r in imports]
-        records = mongo.collection("readings").count_documents({"_job_id": {"$in": run_ids}})
-        summary = {
-            "files": sum(len(r["archives"]) for r in imports),
-            "records": records,
-            "runs": run_ids,
-            "archives": [path for r in imports for path in r["archives"]],
-            "mongo": mask_url(mongo_url),
-            "database": mongo.database,
-            "proc_left": len(folders.list_proc()),
-        }
-        return summary
-
-
-def _import_until_empty(defs, instance, timeout: float, say) -> list[dict]:
-    import dagster as dg
-
-    from core4_pipelines.claims import pending_batches, scan_ready
-
-    sensor = defs.resolve_sensor_def("import_readings_proc_sensor")
-    job = defs.resolve_job_def("import_readings")
-    proc = defs.resources["folders"].proc_folder()
-    deadline = time.monotonic() + timeout
-    done: list[dict] = []
-    while True:
-        context = dg.build_sensor_context(instance=instance, resources=defs.resources)
-        requests = sensor.evaluate_tick(context).run_requests or []
-        for request in requests:
-            result = job.execute_in_process(run_config=request.run_config, instance=instance, tags=request.tags)
-            archives = [
-                str(event.materialization.metadata["archive"].value)
-                for event in result.get_asset_materialization_events()
-            ]
-            say(f"batch {request.run_key}: {len(archives)} files imported (run {result.run_id})")
-            done.append({"run_id": result.run_id, "archives": archives})
-        left = scan_ready(proc, DEMO_PATTERN, 0).ready or pending_batches(proc)
-        if not requests and not left:
-            return done
-        if time.monotonic() > deadline:
-            raise PipelineError(f"demo: files still waiting in {proc} after {timeout:g}s")
-        if not requests:
-            time.sleep(0.5)  # files younger than the sensor's min_age_seconds
