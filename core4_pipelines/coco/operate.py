@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -134,7 +133,6 @@ def _local_op_fields(job) -> dict[str, list[str]]:
 
 def enqueue_local(settings, qualified: str, assignments, force: bool, extra_tags, say=print) -> tuple[str, bool]:
     """Run the job in this process, recorded in the instance under DAGSTER_HOME."""
-    import importlib
     import os
 
     import dagster as dg
@@ -145,6 +143,7 @@ def enqueue_local(settings, qualified: str, assignments, force: bool, extra_tags
         instance_environment,
         write_instance,
     )
+    from core4_pipelines.coco.discovery import load_definitions
     from core4_pipelines.coco.serve import MONGO_URL_ENV, mongo_for
 
     project, job_name = split_job(qualified)
@@ -154,8 +153,7 @@ def enqueue_local(settings, qualified: str, assignments, force: bool, extra_tags
     with mongo_for(settings, say) as mongo_url:
         os.environ[MONGO_URL_ENV] = mongo_url
         os.environ.update(instance_environment(settings))
-        sys.path.insert(0, os.path.join(home, project))
-        defs = importlib.import_module(f"{project}.definitions").defs
+        defs = load_definitions(os.path.join(home, project), project)
         try:
             job = defs.resolve_job_def(job_name)
         except dg.DagsterInvariantViolationError:
