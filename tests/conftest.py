@@ -1,4 +1,6 @@
-"""Shared fixtures: hermetic configuration and one real embedded MongoDB per session."""
+"""Shared fixtures: hermetic configuration, one real embedded MongoDB per session, the `folders`
+of project "demo" under tmp_path, a DagsterInstance per module and a DAGSTER_HOME folder.
+Shared helpers are in support.py."""
 
 from __future__ import annotations
 
@@ -61,7 +63,25 @@ def mongo(mongo_server):
 
 @pytest.fixture
 def folders(tmp_path):
-    """A FolderResource for project "demo" with every folder under tmp_path/root."""
-    from core4_resources.folders import FolderResource
+    """A FolderResource for project "demo" with every folder under tmp_path/root (support.make_folders)."""
+    from support import make_folders
 
-    return FolderResource.under_root(tmp_path / "root", "demo")
+    return make_folders(tmp_path / "root")
+
+
+@pytest.fixture(scope="module")
+def instance():
+    """One throwaway DagsterInstance shared by the tests of a module."""
+    import dagster as dg
+
+    with dg.instance_for_test() as shared:
+        yield shared
+
+
+@pytest.fixture
+def dagster_home(tmp_path) -> str:
+    """An empty DAGSTER_HOME folder (telemetry off) for an instance on disk; the environment is not changed."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return str(home)

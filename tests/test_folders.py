@@ -7,12 +7,12 @@ import gzip
 import os
 import re
 import shutil
-import stat
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import dagster as dg
 import pytest
+from support import STARTED, make_folders, mode_of, read, write
 
 from core4_resources import moves
 from core4_resources.errors import ConfigError, FolderError
@@ -26,52 +26,15 @@ from core4_resources.folders import (
     write_file_atomic,
 )
 
-STARTED = datetime(2024, 3, 5, 14, 7, tzinfo=timezone.utc)
-
-
-def write(path, data: bytes | str = b"a,b\n1,2\n") -> str:
-    path = str(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.write(data.encode() if isinstance(data, str) else data)
-    return path
-
-
-def read(path) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
-
-
-def mode_of(path) -> int:
-    return stat.S_IMODE(os.stat(path).st_mode)
-
 
 def all_names(folder) -> list[str]:
     return sorted(os.listdir(folder))
 
 
-def make_folders(root, **overrides) -> FolderResource:
-    values = {
-        "project": "demo",
-        "root": str(root),
-        "transfer": str(root / "transfer"),
-        "proc": str(root / "proc"),
-        "archive": str(root / "archive"),
-        "temp": str(root / "temp"),
-        "error": str(root / "error"),
-    }
-    return FolderResource(**{**values, **overrides})
-
-
-@pytest.fixture
-def folders(tmp_path) -> FolderResource:
-    return make_folders(tmp_path / "root")
-
-
 @pytest.fixture
 def folders_with(tmp_path):
-    """The same folders with some values changed (a new resource, as a run would build it)."""
-    return lambda **overrides: make_folders(tmp_path / "root", **overrides)
+    """The ``folders`` fixture's folders with other options (a new resource, as a run would build it)."""
+    return lambda **options: make_folders(tmp_path / "root", **options)
 
 
 @pytest.fixture
@@ -351,8 +314,8 @@ def test_symlink_pointing_outside_is_rejected(folders, tmp_path):
     assert os.listdir(outside) == [] and os.path.exists(source)
 
 
-def test_relative_root_rejected(folders_with):
-    bad = folders_with(proc="proc")
+def test_relative_root_rejected(folders):
+    bad = folders.model_copy(update={"proc": "proc"})
     with pytest.raises(FolderError, match="proc='proc' is not an absolute path"):
         bad.list_proc()
 

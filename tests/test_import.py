@@ -6,65 +6,26 @@ import gzip
 import os
 
 import pytest
+from support import archived, claim_all, csv_rows, put, read, run_import
 
-from core4_pipelines.claims import batch_root, claim_batches
-from core4_pipelines.jobs import download_to_proc, import_job, import_run_config
+from core4_pipelines.claims import batch_root
+from core4_pipelines.jobs import download_to_proc, import_job
 from core4_pipelines.readers import read_csv
-
-JOB = import_job("import_things", read=read_csv, collection="things")
-
-
-def put(folder: str, name: str, content: bytes) -> str:
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, name)
-    with open(path, "wb") as handle:
-        handle.write(content)
-    return path
-
-
-def csv_rows(n: int, tag: str = "x") -> bytes:
-    return ("id,tag,value\n" + "".join(f"{i},{tag},{i * 0.5}\n" for i in range(n))).encode()
-
-
-def claim(folders) -> str:
-    proc = folders.proc_folder()
-    names = sorted(n for n in os.listdir(proc) if not n.startswith("."))
-    (batch,) = claim_batches(proc, names, batch_size=1000, max_batches=1)
-    return batch.batch_id
-
-
-def run(folders, mongo, batch_id: str, instance=None, job=JOB):
-    return job.execute_in_process(
-        run_config=import_run_config(job, batch_id),
-        resources={"folders": folders, "mongo": mongo},
-        instance=instance,
-        raise_on_error=False,
-        tags={"core4/batch": batch_id},
-    )
-
-
-def archived(folders) -> dict[str, bytes]:
-    found = {}
-    for dirpath, _, names in os.walk(folders.archive_folder()):
-        for name in names:
-            with gzip.open(os.path.join(dirpath, name)) as handle:
-                found[name] = handle.read()
-    return found
 
 
 def test_batch_imported_stamped_and_archived(folders, mongo):
     contents = {"a.csv": csv_rows(3, "a"), "b.csv": csv_rows(2, "b")}
     for name, content in contents.items():
         put(folders.proc_folder(), name, content)
-    batch_id = claim(folders)
-    result = run(folders, mongo, batch_id)
+    (batch_id,) = claim_all(folders)
+    result = run_import(folders, mongo, batch_id)
     assert result.success
     docs = list(mongo.collection("things").find({}, sort=[("_id", 1)]))
     assert len(docs) == 5
     assert {d["_src"] for d in docs} == {"a.csv", "b.csv"}
     assert {d["_job_id"] for d in docs} == {result.run_id}
     assert mongo.collection("things").find_one({"_src": "a.csv", "id": 2})["value"] == 1.0
-    assert archived(folders) == {"a.csv.gz": contents["a.csv"], "b.csv.gz": contents["b.csv"]}
+    assert {name: gzip.decompress(read(path)) for name, (path,) in archived(folders).items()} == contents
     assert not os.path.exists(os.path.join(batch_root(folders.proc_folder()), batch_id))
     assert os.listdir(folders.proc_folder()) == [".batch"]
     events = result.get_asset_materialization_events()
@@ -76,7 +37,7 @@ def test_batch_imported_stamped_and_archived(folders, mongo):
 def test_reexecution_of_a_partly_imported_batch_does_not_duplicate(folders, mongo):
     put(folders.proc_folder(), "a.csv", csv_rows(50))
     put(folders.proc_folder(), "b.csv", csv_rows(40))
-    batch_id = claim(folders)
+    (batch_id,) = claim_all(folders)
     # A first attempt that wrote a.csv's records and died before archiving anything:
     # simulate by running an import of only a.csv's records, leaving both files claimed.
     from core4_pipelines.jobs import _records_with_ids
@@ -86,12 +47,12 @@ def test_reexecution_of_a_partly_imported_batch_does_not_duplicate(folders, mong
         "things", _records_with_ids(read_csv, os.path.join(folder, "a.csv"), batch_id, "a.csv"),
         source="a.csv", job_id="crashed-run",
     )
-    result = run(folders, mongo, batch_id)
+    result = run_import(folders, mongo, batch_id)
     assert result.success
     assert mongo.collection("things").count_documents({}) == 90
     assert mongo.collection("things").count_documents({"_src": "a.csv"}) == 50
     # And once more: the batch is gone, nothing happens, nothing is duplicated.
-    again = run(folders, mongo, batch_id)
+    again = run_import(folders, mongo, batch_id)
     assert again.success
     assert mongo.collection("things").count_documents({}) == 90
 
@@ -100,8 +61,8 @@ def test_bad_file_goes_to_error_with_reason_and_the_others_are_imported(folders,
     put(folders.proc_folder(), "good.csv", csv_rows(3))
     put(folders.proc_folder(), "bad.csv", b"id,tag,value\n1,x,1\n2,x\n")
     put(folders.proc_folder(), "latin1.csv", "id,name\n1,M\xfcller\n".encode("latin-1"))
-    batch_id = claim(folders)
-    result = run(folders, mongo, batch_id)
+    (batch_id,) = claim_all(folders)
+    result = run_import(folders, mongo, batch_id)
     assert not result.success
     failure = result.failure_data_for_node("import_things_batch")
     message = failure.error.message
@@ -114,7 +75,7 @@ def test_bad_file_goes_to_error_with_reason_and_the_others_are_imported(folders,
         assert "expected 3 fields" in handle.read()
     with open(os.path.join(error_dir, "bad.csv"), "rb") as handle:
         assert handle.read() == b"id,tag,value\n1,x,1\n2,x\n"
-    assert set(archived(folders)) == {"good.csv.gz"}
+    assert set(archived(folders)) == {"good.csv"}
 
 
 def test_reader_failing_midway_leaves_no_partial_records(folders, mongo):
@@ -125,8 +86,8 @@ def test_reader_failing_midway_leaves_no_partial_records(folders, mongo):
 
     job = import_job("import_broken", read=read_then_fail, collection="things")
     put(folders.proc_folder(), "x.dat", b"whatever")
-    batch_id = claim(folders)
-    result = run(folders, mongo, batch_id, job=job)
+    (batch_id,) = claim_all(folders)
+    result = run_import(folders, mongo, batch_id, job=job)
     assert not result.success
     assert mongo.collection("things").count_documents({}) == 0
     assert "ValueError: broken trailer" in open(os.path.join(folders.error_folder(), "x.dat.reason.txt")).read()
@@ -139,8 +100,8 @@ def test_unreachable_mongo_fails_the_run_and_keeps_the_file_claimed(folders, mon
     dead = MongoResource(mongo_url=f"mongodb://user:pw123@127.0.0.1:{free_port()}", database="x",
                          server_selection_timeout_ms=500)
     put(folders.proc_folder(), "a.csv", csv_rows(2))
-    batch_id = claim(folders)
-    result = run(folders, dead, batch_id)
+    (batch_id,) = claim_all(folders)
+    result = run_import(folders, dead, batch_id)
     assert not result.success
     text = str(result.failure_data_for_node("import_things_batch").error)
     assert "pw123" not in text and "127.0.0.1" in text
@@ -171,12 +132,12 @@ def test_a_second_run_of_a_batch_being_imported_is_refused(folders, mongo):
     import fcntl
 
     put(folders.proc_folder(), "a.csv", csv_rows(2))
-    batch_id = claim(folders)
+    (batch_id,) = claim_all(folders)
     folder = os.path.join(batch_root(folders.proc_folder()), batch_id)
     held = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(held, fcntl.LOCK_EX)  # the first run, still importing
-        result = run(folders, mongo, batch_id)
+        result = run_import(folders, mongo, batch_id)
     finally:
         os.close(held)
     assert not result.success

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
+from support import coco
 
 from core4_pipelines.errors import ProjectError
 from core4_pipelines.coco.scaffold import MAX_NAME, init_project
-
-COCO = os.path.join(os.path.dirname(sys.executable), "coco")
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -25,8 +22,7 @@ COCO = os.path.join(os.path.dirname(sys.executable), "coco")
     ("Sales", "project name 'Sales': use lower-case letters, digits and _"),
 ])
 def test_coco_init_refuses_a_name_that_cannot_be_a_project(tmp_path, name, expected):
-    done = subprocess.run([COCO, "--home", str(tmp_path), "init", name], capture_output=True,
-                          text=True, timeout=120)
+    done = coco("--home", str(tmp_path), "init", name, timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"coco init: {expected}"), done.stderr
     assert "Traceback" not in done.stderr

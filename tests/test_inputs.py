@@ -14,19 +14,13 @@ import textwrap
 import zipfile
 
 import pytest
-from test_import import archived, claim, put, run
+from support import archived, claim_all, put, run_import
 
 from core4_pipelines.errors import RecordError
 from core4_pipelines.readers import check_field_names, read_csv
 from core4_resources import config_sources
 from core4_resources.config import load_config
 from core4_resources.errors import ConfigError
-
-
-def write(tmp_path, name: str, content: bytes) -> str:
-    path = tmp_path / name
-    path.write_bytes(content)
-    return str(path)
 
 
 def refusal(path: str, **options) -> str:
@@ -38,21 +32,21 @@ def refusal(path: str, **options) -> str:
 # --- 1. a UTF-8 byte order mark --------------------------------------------------------------
 
 def test_a_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
-    path = write(tmp_path, "bom.csv", b"\xef\xbb\xbfdate,amount\n2024-01-02,3\n")
+    path = put(tmp_path, "bom.csv", b"\xef\xbb\xbfdate,amount\n2024-01-02,3\n")
     assert list(read_csv(path)) == [{"date": "2024-01-02", "amount": 3}]
     assert list(read_csv(path, encoding="UTF8")) == [{"date": "2024-01-02", "amount": 3}]
 
 
 def test_other_encodings_are_read_as_given(tmp_path):
-    path = write(tmp_path, "latin.csv", "ort,n\nKöln,1\n".encode("latin-1"))
+    path = put(tmp_path, "latin.csv", "ort,n\nKöln,1\n".encode("latin-1"))
     assert list(read_csv(path, encoding="latin-1")) == [{"ort": "Köln", "n": 1}]
     # A BOM under latin-1 is three latin-1 characters: the encoding the caller chose decides.
-    bom = write(tmp_path, "bom-latin.csv", b"\xef\xbb\xbfa\n1\n")
+    bom = put(tmp_path, "bom-latin.csv", b"\xef\xbb\xbfa\n1\n")
     assert list(read_csv(bom, encoding="latin-1")) == [{"\xef\xbb\xbfa": 1}]
 
 
 def test_a_bad_byte_after_a_byte_order_mark_is_still_located(tmp_path):
-    path = write(tmp_path, "bom-bad.csv", b"\xef\xbb\xbfid,city\n1,K\xf6ln\n")
+    path = put(tmp_path, "bom-bad.csv", b"\xef\xbb\xbfid,city\n1,K\xf6ln\n")
     assert refusal(path) == f"{path}: line 2, byte 4 (offset 14): not utf-8 text (invalid start byte)"
 
 
@@ -60,24 +54,24 @@ def test_a_bad_byte_after_a_byte_order_mark_is_still_located(tmp_path):
 
 @pytest.mark.parametrize("content", [b"   \n  ", b"\n\n\n", b" \t \r\n \r\n"])
 def test_a_file_of_only_whitespace_is_refused(tmp_path, content):
-    path = write(tmp_path, "blank.csv", content)
+    path = put(tmp_path, "blank.csv", content)
     assert refusal(path) == f"{path}: no header line: the file holds only whitespace"
 
 
 def test_a_blank_first_line_before_the_header_is_refused_with_where_the_text_starts(tmp_path):
-    path = write(tmp_path, "late.csv", b"\n   \ndate,n\n1,2\n")
+    path = put(tmp_path, "late.csv", b"\n   \ndate,n\n1,2\n")
     assert refusal(path) == (f"{path}: line 1: no header line: the first line is empty or only "
                              "whitespace (the text starts at line 3)")
 
 
 def test_a_blank_column_name_is_refused(tmp_path):
-    path = write(tmp_path, "blank-column.csv", b"date,  ,n\n1,2,3\n")
+    path = put(tmp_path, "blank-column.csv", b"date,  ,n\n1,2,3\n")
     assert refusal(path) == f"{path}: line 1: header has empty or repeated column names"
 
 
 def test_an_empty_file_and_a_bare_byte_order_mark_say_empty(tmp_path):
     for name, content in [("empty.csv", b""), ("bom-only.csv", b"\xef\xbb\xbf")]:
-        path = write(tmp_path, name, content)
+        path = put(tmp_path, name, content)
         assert refusal(path) == f"{path}: empty file, expected a header line"
 
 
@@ -86,7 +80,7 @@ def test_an_empty_file_and_a_bare_byte_order_mark_say_empty(tmp_path):
 @pytest.mark.parametrize("delimiter", [";", "\t", "|"])
 def test_a_file_with_another_delimiter_is_refused_with_the_option_to_pass(tmp_path, delimiter):
     text = f"date{delimiter}store{delimiter}amount\n2024-01-02{delimiter}a{delimiter}3\n"
-    path = write(tmp_path, "other.csv", text.encode())
+    path = put(tmp_path, "other.csv", text.encode())
     message = refusal(path)
     header = repr(f"date{delimiter}store{delimiter}amount")
     assert message.startswith(
@@ -97,12 +91,12 @@ def test_a_file_with_another_delimiter_is_refused_with_the_option_to_pass(tmp_pa
 
 
 def test_a_comma_file_read_with_semicolons_is_refused_too(tmp_path):
-    path = write(tmp_path, "comma.csv", b"date,store\n1,2\n")
+    path = put(tmp_path, "comma.csv", b"date,store\n1,2\n")
     assert "is the file ','-delimited? pass delimiter=','" in refusal(path, delimiter=";")
 
 
 def test_a_single_column_file_still_imports(tmp_path):
-    path = write(tmp_path, "single.csv", b"name\nalice\nbob\n\n")
+    path = put(tmp_path, "single.csv", b"name\nalice\nbob\n\n")
     assert list(read_csv(path)) == [{"name": "alice"}, {"name": "bob"}]
 
 
@@ -114,12 +108,12 @@ def test_a_single_column_file_still_imports(tmp_path):
     ("a\x00b", "contains a NUL character"),
 ])
 def test_column_names_mongodb_cannot_store_are_refused(tmp_path, column, problem):
-    path = write(tmp_path, "keys.csv", f"date,{column}\n1,2\n".encode())
+    path = put(tmp_path, "keys.csv", f"date,{column}\n1,2\n".encode())
     assert refusal(path).startswith(f"{path}: line 1: column {column!r} {problem}; MongoDB field names")
 
 
 def test_values_with_dollars_dots_and_nul_stay_values(tmp_path):
-    path = write(tmp_path, "values.csv", b"price,ratio,note,label\n$5.00,3.5,a\x00b,x.y\n")
+    path = put(tmp_path, "values.csv", b"price,ratio,note,label\n$5.00,3.5,a\x00b,x.y\n")
     assert list(read_csv(path)) == [{"price": "$5.00", "ratio": 3.5, "note": "a\x00b", "label": "x.y"}]
 
 
@@ -134,7 +128,7 @@ def test_check_field_names_for_records_of_any_reader():
 # --- 5. compressed data under a text name --------------------------------------------------------
 
 def test_gzip_data_named_csv_is_called_gzip_not_bad_utf8(tmp_path):
-    path = write(tmp_path, "sales.csv", gzip.compress(b"date,n\n1,2\n"))
+    path = put(tmp_path, "sales.csv", gzip.compress(b"date,n\n1,2\n"))
     assert refusal(path) == (f"{path}: is gzip-compressed data, not text; decompress it first "
                              "(gunzip), or read it with a reader that decompresses it")
     # whatever the encoding: latin-1 would otherwise decode it into garbage records
@@ -149,7 +143,7 @@ def test_a_zip_archive_named_csv_is_called_a_zip_archive(tmp_path):
 
 
 def test_text_that_merely_starts_like_bzip2_is_read(tmp_path):
-    path = write(tmp_path, "bz.csv", b"BZh,n\n1,2\n")
+    path = put(tmp_path, "bz.csv", b"BZh,n\n1,2\n")
     assert list(read_csv(path)) == [{"BZh": 1, "n": 2}]
 
 
@@ -166,14 +160,15 @@ def test_an_import_of_bad_inputs_stores_the_right_documents_and_explains_the_res
     }
     for name, content in files.items():
         put(folders.proc_folder(), name, content)
-    result = run(folders, mongo, claim(folders))
+    (batch_id,) = claim_all(folders)
+    result = run_import(folders, mongo, batch_id)
     assert not result.success
     things = mongo.collection("things")
     docs = {d["_src"]: d for d in things.find({}, {"_id": 0, "_job_id": 0, "_batch": 0})}
     assert sorted(docs) == ["bom.csv", "single.csv"]
     assert things.count_documents({"_src": "bom.csv", "date": {"$exists": True}}) == 2
     assert things.count_documents({"\ufeffdate": {"$exists": True}}) == 0
-    assert set(archived(folders)) == {"bom.csv.gz", "single.csv.gz"}
+    assert set(archived(folders)) == {"bom.csv", "single.csv"}
     reasons = {
         "blank.csv": "no header line: the file holds only whitespace",
         "semicolon.csv": "line 1: header 'date;store;amount' has one column; is the file ';'-delimited?",

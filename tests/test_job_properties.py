@@ -11,10 +11,11 @@ import dagster as dg
 import pytest
 import yaml
 from pydantic import BaseModel
+from support import declared_job
 
 from core4_pipelines.errors import JobSettingsError, PipelineError
 from core4_pipelines.project import project_definitions
-from core4_pipelines.properties import job_properties, resolved_properties
+from core4_pipelines.properties import resolved_properties
 from core4_pipelines.runtime import (
     MESSAGE_TAG,
     SOURCES_TAG,
@@ -44,25 +45,6 @@ def project(tmp_path, monkeypatch):
     return make
 
 
-@pytest.fixture(scope="module")
-def instance():
-    with dg.instance_for_test() as shared:
-        yield shared
-
-
-@dg.op
-def noop() -> None:
-    pass
-
-
-def job_named(name: str, op=noop, **properties) -> dg.JobDefinition:
-    @dg.job(name=name)
-    def the_job():
-        op()
-
-    return job_properties(**properties)(the_job) if properties else the_job
-
-
 def run(job: dg.JobDefinition, instance: dg.DagsterInstance, **kwargs):
     return job.execute_in_process(instance=instance, raise_on_error=False, **kwargs)
 
@@ -82,8 +64,8 @@ def read_attempts() -> int:
 def test_precedence_launch_over_config_over_code_over_defaults(project, monkeypatch, instance):
     monkeypatch.setenv("CORE4_OPTION_job__defer_time", "42")  # the cascade's job.* default
     name = project("shop1", "jobs:\n  nightly:\n    attempts: 4\n")
-    declared = job_named("nightly", read_attempts, attempts=2, priority=5, error_time=1, defer_time=7)
-    defs = project_definitions(name, jobs=[declared, job_named("other")])
+    declared = declared_job("nightly", read_attempts, attempts=2, priority=5, error_time=1, defer_time=7)
+    defs = project_definitions(name, jobs=[declared, declared_job("other")])
     job = defs.resolve_job_def("nightly")
 
     values = resolved_properties(job)
@@ -110,7 +92,7 @@ def test_precedence_launch_over_config_over_code_over_defaults(project, monkeypa
 def test_invalid_properties_fail_the_load_naming_job_and_property(project, declared, yaml_text, words):
     name = project("shop2", yaml_text)
     with pytest.raises(JobSettingsError) as error:
-        project_definitions(name, jobs=[job_named("nightly", **declared)])
+        project_definitions(name, jobs=[declared_job("nightly", **declared)])
     assert all(word in str(error.value) for word in words), str(error.value)
 
 
@@ -129,7 +111,7 @@ def flaky_plain(context) -> None:
 @pytest.mark.parametrize("attempts, succeeds", [(3, True), (2, False)])
 def test_attempts_are_retries_spaced_by_error_time(project, attempts, succeeds, instance):
     name = project(f"shop3_{attempts}")
-    declared = job_named("flaky", flaky_plain, attempts=attempts, error_time=0.3)
+    declared = declared_job("flaky", flaky_plain, attempts=attempts, error_time=0.3)
     job = project_definitions(name, jobs=[declared]).resolve_job_def("flaky")
     result = run(job, instance)
     assert result.success is succeeds
@@ -151,7 +133,7 @@ def defers_then_fails_once(context) -> str:
 
 def test_defer_uses_no_attempt(project, instance):
     name = project("shop4")
-    declared = job_named("waits", defers_then_fails_once, attempts=2, error_time=0, defer_time=0.05)
+    declared = declared_job("waits", defers_then_fails_once, attempts=2, error_time=0, defer_time=0.05)
     job = project_definitions(name, jobs=[declared]).resolve_job_def("waits")
     result = run(job, instance)
     assert result.success, "3 defers and 1 failure must fit into attempts=2"
@@ -169,7 +151,7 @@ def always_defers() -> None:
 
 def test_deferring_past_defer_max_ends_inactive(project, instance):
     name = project("shop5")
-    declared = job_named("stuck", always_defers, attempts=5, defer_time=0.1, defer_max=0.5)
+    declared = declared_job("stuck", always_defers, attempts=5, defer_time=0.1, defer_max=0.5)
     job = project_definitions(name, jobs=[declared]).resolve_job_def("stuck")
     started = time.monotonic()
     result = run(job, instance)
@@ -186,7 +168,7 @@ def plain_defer() -> None:
 
 
 def test_defer_in_a_plain_op_is_refused_with_the_fix(project, instance):
-    result = run(project_definitions(project("shop6"), jobs=[job_named("p", plain_defer)]).resolve_job_def("p"), instance)
+    result = run(project_definitions(project("shop6"), jobs=[declared_job("p", plain_defer)]).resolve_job_def("p"), instance)
     failure = step_events(instance, result.run_id, dg.DagsterEventType.STEP_FAILURE)[0]
     assert "@core4_op" in failure.dagster_event.event_specific_data.error.cause.message
 
@@ -196,7 +178,7 @@ def test_defer_in_a_plain_op_is_refused_with_the_fix(project, instance):
 
 def test_wall_time_priority_and_tags_are_run_tags(project, instance):
     name = project("shop7", "jobs:\n  timed:\n    wall_time: 90\n")
-    job = project_definitions(name, jobs=[job_named("timed", priority=3, tag=["daily"])]).resolve_job_def("timed")
+    job = project_definitions(name, jobs=[declared_job("timed", priority=3, tag=["daily"])]).resolve_job_def("timed")
     tags = instance.get_run_by_id(run(job, instance).run_id).tags
     assert tags["dagster/max_runtime"] == "90" and tags["dagster/priority"] == "3"
     assert tags["core4/job"] == "shop7.timed" and "core4/tag.daily" in tags
@@ -211,7 +193,8 @@ def reports() -> list:
 
 
 def test_progress_is_logged_and_tagged_throttled(project, instance):
-    job = project_definitions(project("shop8"), jobs=[job_named("long", reports, progress_interval=60)]).resolve_job_def("long")
+    defs = project_definitions(project("shop8"), jobs=[declared_job("long", reports, progress_interval=60)])
+    job = defs.resolve_job_def("long")
     result = run(job, instance)
     assert result.output_for_node("reports") == [True, False, True]
     messages = [e.user_message for e in instance.all_logs(result.run_id)]
@@ -237,7 +220,7 @@ def writes(mongo: dg.ResourceParam[dg.ConfigurableResource]) -> None:
 
 
 def test_sources_stamp_writes_and_the_run_lists_them(project, mongo, instance):
-    job = project_definitions(project("shop9"), jobs=[job_named("load", writes)]).resolve_job_def("load")
+    job = project_definitions(project("shop9"), jobs=[declared_job("load", writes)]).resolve_job_def("load")
     result = run(job, instance, resources={"mongo": mongo})
     assert result.success
     tags = instance.get_run_by_id(result.run_id).tags
@@ -258,7 +241,7 @@ def reads_own_config() -> dict:
 
 def test_job_reads_its_own_section_typed(project, instance):
     name = project("shop10", "jobs:\n  nightly:\n    attempts: 2\n    batch: 7\n")
-    job = project_definitions(name, jobs=[job_named("nightly", reads_own_config)]).resolve_job_def("nightly")
+    job = project_definitions(name, jobs=[declared_job("nightly", reads_own_config)]).resolve_job_def("nightly")
     assert run(job, instance).output_for_node("reads_own_config") == {"batch": 7, "mode": "full"}
 
 
@@ -285,9 +268,9 @@ def test_one_model_checks_every_source_with_the_same_words(project, monkeypatch)
 
     words = "attempts expected an integer >= 1, got 0"
     with pytest.raises(JobSettingsError, match=f"declared in code\\): property {words}"):
-        job_named("nightly", attempts=0)
+        declared_job("nightly", attempts=0)
     with pytest.raises(JobSettingsError, match=f"shop12.jobs.nightly.attempts in .*shop12.yaml: property {words}"):
-        project_definitions(project("shop12", "jobs:\n  nightly:\n    attempts: 0\n"), jobs=[job_named("nightly")])
+        project_definitions(project("shop12", "jobs:\n  nightly:\n    attempts: 0\n"), jobs=[declared_job("nightly")])
     with pytest.raises(JobSettingsError, match=f"run tag core4/attempts: property {words}"):
         tag_property("attempts", "0", "run tag core4/attempts")
     monkeypatch.setenv("CORE4_OPTION_job__attempts", "0")
@@ -313,6 +296,6 @@ def test_launch_tags_are_read_through_the_model(project, instance):
     def reads() -> list:
         return [run_property("chain"), run_property("wall_time"), run_property("timezone")]
 
-    job = project_definitions(project("shop13"), jobs=[job_named("reader", reads)]).resolve_job_def("reader")
+    job = project_definitions(project("shop13"), jobs=[declared_job("reader", reads)]).resolve_job_def("reader")
     result = run(job, instance, tags={"core4/chain": "a", "core4/wall_time": "90"})
     assert result.output_for_node("reads") == [("a",), 90, "UTC"]

@@ -21,11 +21,11 @@ from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_ite
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
 )
+from support import declared_job, make_project
 
 from core4_pipelines.coco.instance import instance_config, write_instance
 from core4_pipelines.coco.probe import collect_job_limits
 from core4_pipelines.project import project_definitions
-from core4_pipelines.properties import job_properties
 from core4_resources.config import load_config
 
 ACTIVE = {dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED}
@@ -54,27 +54,10 @@ DEFINITIONS = textwrap.dedent(
 )
 
 
-@dg.op
-def fetch() -> None:
-    pass
-
-
-def declared_job(name: str, **properties) -> dg.JobDefinition:
-    @dg.job(name=name)
-    def the_job():
-        fetch()
-
-    return job_properties(**properties)(the_job)
-
-
 @pytest.fixture
 def home(tmp_path):
     """A folder.home with project shopq: crawl declares max_parallel 5, its yaml lowers it to 2."""
-    package = tmp_path / "home" / "shopq" / "shopq"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text('__project__ = "core4"\n')
-    (package / "shopq.yaml").write_text("jobs:\n  crawl:\n    max_parallel: 2\n")
-    (package / "definitions.py").write_text(DEFINITIONS)
+    make_project(tmp_path / "home", "shopq", DEFINITIONS, yaml="jobs:\n  crawl:\n    max_parallel: 2\n")
     return tmp_path / "home"
 
 

@@ -6,29 +6,10 @@ import datetime
 
 import dagster as dg
 import pytest
+from support import declared_job
 
 from core4_pipelines.errors import JobSettingsError
 from core4_pipelines.project import project_definitions
-from core4_pipelines.properties import job_properties
-
-
-@dg.op
-def step() -> None:
-    pass
-
-
-def declared_job(name: str, **properties) -> dg.JobDefinition:
-    @dg.job(name=name)
-    def the_job():
-        step()
-
-    return job_properties(**properties)(the_job) if properties else the_job
-
-
-@pytest.fixture(scope="module")
-def instance():
-    with dg.instance_for_test() as shared:
-        yield shared
 
 
 def test_schedule_runs_in_utc_by_default_and_never_overlaps(instance):

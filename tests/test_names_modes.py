@@ -10,10 +10,9 @@ import shutil
 import stat
 import sys
 import uuid
-from datetime import datetime, timezone
 
 import pytest
-from test_folders import mode_of, read
+from support import STARTED, mode_of, put, read
 
 from core4_pipelines.clean import _shown, sweep
 from core4_pipelines.coco.instance import write_instance
@@ -38,7 +37,6 @@ from core4_resources.moves import (
     open_new_file,
 )
 
-STARTED = datetime(2024, 3, 5, 14, 7, tzinfo=timezone.utc)
 CONTENT = b"id,name\n1,a\n2,b\n" * 50
 
 
@@ -90,14 +88,6 @@ def umask(value: int):
         os.umask(old)
 
 
-def put(folder, name: str, data: bytes = CONTENT) -> str:
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, name)
-    with open(path, "wb") as handle:
-        handle.write(data)
-    return path
-
-
 def assert_short_names(*roots) -> None:
     """Every name under ``roots`` fits NAME_MAX bytes, and no hidden in-flight file is left."""
     for root in roots:
@@ -132,8 +122,8 @@ def test_hidden_names_fit_and_are_recognised_by_the_sweep(tmp_path, name):
     assert is_partial_copy(temp) and is_partial_copy(download) and is_move_marker(marker)
     assert not is_partial_copy(name) and not is_move_marker(name)
     assert hidden_temp_name(name) != temp  # random: two writers never share a temp
-    source = put(tmp_path, name)
-    put(tmp_path, name[:-4] + ".txt")  # a neighbour with the same start
+    source = put(tmp_path, name, CONTENT)
+    put(tmp_path, name[:-4] + ".txt", CONTENT)  # a neighbour with the same start
     assert marker_source(os.path.join(tmp_path, marker)) == source
 
 
@@ -154,7 +144,7 @@ def test_transfer_proc_and_a_numbered_conflict(folders, name, tmp_path):
     path = folders.make_transfer(name)
     with open_new_file(path) as handle:
         handle.write(CONTENT)
-    in_transfer = folders.move_transfer(put(tmp_path / "incoming", name))  # the same name again
+    in_transfer = folders.move_transfer(put(tmp_path / "incoming", name, CONTENT))  # the same name again
     assert os.path.basename(path) == name and read(path) == CONTENT
     assert in_transfer != path and read(in_transfer) == CONTENT  # numbered, shortened to fit
     assert not os.path.exists(tmp_path / "incoming" / name)
@@ -166,7 +156,7 @@ def test_transfer_proc_and_a_numbered_conflict(folders, name, tmp_path):
 
 
 def test_archive_gzip_and_plain(folders, name):
-    source = put(folders.proc_folder(), name)
+    source = put(folders.proc_folder(), name, CONTENT)
     packed = folders.move_archive(source, run_id="r1", started=STARTED)
     assert not os.path.exists(source)
     assert gzip.decompress(read(packed)) == CONTENT
@@ -174,16 +164,16 @@ def test_archive_gzip_and_plain(folders, name):
     expected = name + ".gz" if size(name) <= NAME_MAX - 3 else derived_name(name, ".gz")
     assert os.path.basename(packed) == expected and packed.endswith(".gz")
     # Archived again (a retry with a new copy of the file): the same derived name, numbered.
-    again = folders.move_archive(put(folders.proc_folder(), name), run_id="r1", started=STARTED)
+    again = folders.move_archive(put(folders.proc_folder(), name, CONTENT), run_id="r1", started=STARTED)
     assert again != packed and gzip.decompress(read(again)) == CONTENT and gzip_original_name(again) == name
-    plain = folders.move_archive(put(folders.proc_folder(), name), compress=False, run_id="r2", started=STARTED)
+    plain = folders.move_archive(put(folders.proc_folder(), name, CONTENT), compress=False, run_id="r2", started=STARTED)
     assert os.path.basename(plain) == name and read(plain) == CONTENT
     assert folders.list_proc() == []
     assert_short_names(folders.root)
 
 
 def test_error_with_reason_records_the_original_name(folders, name):
-    source = put(folders.proc_folder(), name)
+    source = put(folders.proc_folder(), name, CONTENT)
     reason = f"{source}: line 2: not a number"
     final = folders.move_error(source, reason)
     assert not os.path.exists(source) and read(final) == CONTENT and os.path.basename(final) == name
@@ -192,7 +182,7 @@ def test_error_with_reason_records_the_original_name(folders, name):
     text = read(os.path.join(folders.error_folder(), reason_file)).decode("utf-8")  # valid UTF-8
     assert text.startswith(printable_name(reason))
     assert f"original name: {printable_name(name)}" in text
-    second = folders.move_error(put(folders.proc_folder(), name), "again")
+    second = folders.move_error(put(folders.proc_folder(), name, CONTENT), "again")
     assert second != final and read(second) == CONTENT
     second_reason = derived_name(os.path.basename(second), ".reason.txt")
     assert f"original name: {printable_name(name)}" in read(os.path.join(folders.error_folder(), second_reason)).decode()
@@ -200,17 +190,17 @@ def test_error_with_reason_records_the_original_name(folders, name):
 
 
 def test_a_short_utf8_name_keeps_its_plain_reason(folders):
-    final = folders.move_error(put(folders.proc_folder(), "a.csv"), "line 3: not a number")
+    final = folders.move_error(put(folders.proc_folder(), "a.csv", CONTENT), "line 3: not a number")
     assert read(final + ".reason.txt") == b"line 3: not a number"
 
 
 def test_every_move_across_filesystems(folders, name, elsewhere):
-    moved = folders.move_transfer(put(elsewhere, name))
+    moved = folders.move_transfer(put(elsewhere, name, CONTENT))
     assert os.path.basename(moved) == name and read(moved) == CONTENT
-    proc = folders.move_proc(put(elsewhere, name))
-    packed = folders.move_archive(put(elsewhere, name), run_id="r", started=STARTED)
-    plain = folders.move_archive(put(elsewhere, name), compress=False, run_id="r", started=STARTED)
-    failed = folders.move_error(put(elsewhere, name), "bad")
+    proc = folders.move_proc(put(elsewhere, name, CONTENT))
+    packed = folders.move_archive(put(elsewhere, name, CONTENT), run_id="r", started=STARTED)
+    plain = folders.move_archive(put(elsewhere, name, CONTENT), compress=False, run_id="r", started=STARTED)
+    failed = folders.move_error(put(elsewhere, name, CONTENT), "bad")
     assert read(proc) == read(plain) == read(failed) == gzip.decompress(read(packed)) == CONTENT
     assert gzip_original_name(packed) == name
     assert os.listdir(elsewhere) == []  # every source gone, no marker left behind
@@ -228,7 +218,7 @@ def test_download_style_write_and_the_sweep_of_leftovers(folders, name, tmp_path
     # Leftovers of crashes for this name: a partial copy, and a move killed after its copy
     # was installed (the marker beside the source; the sweep finishes it).
     stale = put(folders.proc_folder(), hidden_temp_name(name), b"half")
-    source = put(folders.proc_folder(), name)
+    source = put(folders.proc_folder(), name, CONTENT)
     with monkeypatch.context() as patch, pytest.raises(SystemExit):
         patch.setattr(moves, "fsync_dir", lambda path: sys.exit("killed after the copy was installed"))
         folders.move_archive(source, run_id="r", started=STARTED)
@@ -268,7 +258,7 @@ def test_every_folder_and_file_we_create_has_its_exact_mode(tmp_path, mask, monk
         assert mode_of(transfer_file) == 0o640
         in_proc = folders.move_proc(transfer_file)
         packed = folders.move_archive(in_proc, run_id="r", started=STARTED)
-        bad = put(folders.proc_folder(), "bad.csv")
+        bad = put(folders.proc_folder(), "bad.csv", CONTENT)
         os.chmod(bad, 0o604)
         failed = folders.move_error(bad, "line 1: bad")
         written = write_file_atomic(os.path.join(folders.make_temp_folder(), "state.json"), b"{}")
@@ -289,11 +279,11 @@ def test_every_folder_and_file_we_create_has_its_exact_mode(tmp_path, mask, monk
 
 def test_a_copied_file_gets_0640_and_keeps_its_mtime(folders, elsewhere):
     with umask(0):
-        source = put(elsewhere, "wide.csv")
+        source = put(elsewhere, "wide.csv", CONTENT)
         os.chmod(source, 0o666)
         os.utime(source, (1_600_000_000, 1_600_000_000))
         moved = folders.move_proc(source)
-        failed = folders.move_error(put(elsewhere, "bad.csv"), "bad")
+        failed = folders.move_error(put(elsewhere, "bad.csv", CONTENT), "bad")
     assert mode_of(moved) == 0o640 and os.stat(moved).st_mtime == 1_600_000_000
     assert mode_of(failed) == 0o640 and mode_of(failed + ".reason.txt") == 0o640
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pytest
+from support import REPO, coco
 
 from core4_pipelines.coco.dagster_api import DagsterAPI
 from core4_pipelines.coco.errors import OperateError
@@ -26,8 +25,6 @@ from core4_pipelines.coco.operate import (
 )
 from core4_resources.embedded import free_port
 
-BIN = os.path.dirname(sys.executable)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPS = {"fetch": ["copies", "source"], "load": ["source", "batch"], "noop": []}
 
 
@@ -93,12 +90,6 @@ def test_runs_table_is_readable():
     assert "40% file 4 of 10" in table[1]
     assert table[2].split()[:3] == ["fedcba98", "depot.crawl", "FAILURE"] and " 60s " in table[2]
     assert "inactive: no data; re-run of 01234567" in table[2]
-
-
-def coco(*args, env):
-    return subprocess.run(
-        [os.path.join(BIN, "coco"), *args], capture_output=True, text=True, env=env, timeout=300, check=False
-    )
 
 
 def test_local_enqueue_runs_the_job_and_refuses_a_duplicate(tmp_path, mongo_url):

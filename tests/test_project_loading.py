@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import textwrap
 
 import dagster as dg
 import pytest
+from support import make_project
 
 from core4_pipelines.coco.discovery import load_definitions
 from core4_pipelines.coco.probe import describe
 from core4_pipelines.errors import ProjectError
-
-
-def make_project(folder, name: str, definitions: str):
-    package = folder / name / name
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text('__project__ = "core4"\n')
-    (package / "definitions.py").write_text(textwrap.dedent(definitions))
-    return str(folder / name)
 
 
 DEFS = """

@@ -30,15 +30,6 @@ with dg.DagsterInstance.get() as instance:
 """
 
 
-@pytest.fixture
-def dagster_home(tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    return str(home)
-
-
 def recover(dagster_home: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "core4_pipelines.recovery", dagster_home],

@@ -10,40 +10,12 @@ import time
 
 import dagster as dg
 import pytest
+from support import JOB, OLD, put, tick
 
 from core4_pipelines.claims import batch_files, batch_root, claim_batches, pending_batches, scan_ready
-from core4_pipelines.jobs import BATCH_TAG, import_job
-from core4_pipelines.readers import read_csv
+from core4_pipelines.jobs import BATCH_TAG
 from core4_pipelines.sensors import proc_folder_sensor
 from core4_pipelines.writers import StabilityTracker
-
-JOB = import_job("import_things", read=read_csv, collection="things")
-OLD = time.time() - 3600
-
-
-def put(folder: str, name: str, content: str = "a,b\n1,2\n", mtime: float = OLD) -> str:
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, name)
-    with open(path, "w") as handle:
-        handle.write(content)
-    os.utime(path, (mtime, mtime))
-    return path
-
-
-_MONGO = {}
-
-
-@pytest.fixture(autouse=True)
-def sensor_mongo(mongo):
-    """The sensor pings MongoDB before it claims: every tick here gets the real server."""
-    _MONGO["resource"] = mongo
-    yield mongo
-    _MONGO.clear()
-
-
-def evaluate(sensor, folders, instance=None):
-    context = dg.build_sensor_context(instance=instance, resources={"folders": folders, "mongo": _MONGO["resource"]})
-    return sensor.evaluate_tick(context)
 
 
 def visible(folder: str) -> list[str]:
@@ -55,12 +27,12 @@ def claimed_names(folders) -> list[str]:
     return sorted(name for b in os.listdir(root) for name in os.listdir(os.path.join(root, b)))
 
 
-def test_claims_matching_old_files_into_batches_with_run_config(folders):
+def test_claims_matching_old_files_into_batches_with_run_config(folders, mongo):
     proc = folders.proc_folder()
     for i in range(5):
         put(proc, f"data-{i}.csv")
     sensor = proc_folder_sensor(JOB, pattern=r"data-.*\.csv$", batch_size=2, min_age_seconds=0)
-    result = evaluate(sensor, folders)
+    result = tick(sensor, folders, mongo)
     assert len(result.run_requests) == 3
     assert visible(proc) == []
     assert claimed_names(folders) == [f"data-{i}.csv" for i in range(5)]
@@ -70,17 +42,17 @@ def test_claims_matching_old_files_into_batches_with_run_config(folders):
     assert sorted(os.listdir(os.path.join(batch_root(proc), batch_id))) == ["data-0.csv", "data-1.csv"]
 
 
-def test_cap_on_batches_per_tick_leaves_the_rest_for_the_next_tick(folders):
+def test_cap_on_batches_per_tick_leaves_the_rest_for_the_next_tick(folders, mongo):
     proc = folders.proc_folder()
     for i in range(10):
         put(proc, f"f{i:02d}.csv")
     sensor = proc_folder_sensor(JOB, batch_size=3, max_batches_per_tick=2, min_age_seconds=0)
-    result = evaluate(sensor, folders)
+    result = tick(sensor, folders, mongo)
     assert len(result.run_requests) == 2
     assert len(visible(proc)) == 4  # 10 - 2 * 3
 
 
-def test_young_hidden_nonmatching_dirs_and_symlinks_are_left_alone(folders, tmp_path):
+def test_young_hidden_nonmatching_dirs_and_symlinks_are_left_alone(folders, tmp_path, mongo):
     proc = folders.proc_folder()
     put(proc, "young.csv", mtime=time.time())
     put(proc, ".hidden.csv")
@@ -89,7 +61,7 @@ def test_young_hidden_nonmatching_dirs_and_symlinks_are_left_alone(folders, tmp_
     outside = put(str(tmp_path / "outside"), "secret.csv")
     os.symlink(outside, os.path.join(proc, "link.csv"))
     sensor = proc_folder_sensor(JOB, pattern=r".*\.csv$", min_age_seconds=60)
-    result = evaluate(sensor, folders)
+    result = tick(sensor, folders, mongo)
     assert not result.run_requests
     assert "1 files not yet unchanged for 60s" in result.skip_message
     assert "not regular files" in result.skip_message
@@ -120,7 +92,7 @@ def test_a_file_dated_in_the_future_is_claimed_once_unchanged(folders):
     assert scan_ready(proc, None, 5, now=t0 + 5, tracker=tracker).ready == ["tomorrow.csv"]
 
 
-def test_a_file_held_open_for_writing_is_not_claimed(folders):
+def test_a_file_held_open_for_writing_is_not_claimed(folders, mongo):
     proc = folders.proc_folder()
     path = put(proc, "open.csv")
     writer = subprocess.Popen(
@@ -132,7 +104,7 @@ def test_a_file_held_open_for_writing_is_not_claimed(folders):
         scan = scan_ready(proc, None, 0)
         assert scan.ready == [] and scan.open_for_writing == 1
         sensor = proc_folder_sensor(JOB, min_age_seconds=0)
-        result = evaluate(sensor, folders)
+        result = tick(sensor, folders, mongo)
         assert not result.run_requests
         assert "1 files still open for writing" in result.skip_message
     finally:
@@ -141,33 +113,42 @@ def test_a_file_held_open_for_writing_is_not_claimed(folders):
     assert scan_ready(proc, None, 0).ready == ["open.csv"]
 
 
-def test_pattern_is_anchored_at_the_start(folders):
+def test_pattern_is_anchored_at_the_start(folders, mongo):
     proc = folders.proc_folder()
     put(proc, "x-data.csv")
     put(proc, "data.csv")
-    result = evaluate(proc_folder_sensor(JOB, pattern="data", min_age_seconds=0), folders)
+    result = tick(proc_folder_sensor(JOB, pattern="data", min_age_seconds=0), folders, mongo)
     assert len(result.run_requests) == 1
     assert visible(proc) == ["x-data.csv"]
 
 
-def test_skip_reason_when_folder_is_empty_or_missing(folders):
-    result = evaluate(proc_folder_sensor(JOB), folders)
-    assert result.run_requests == [] or result.run_requests is None
-    assert "nothing to claim" in result.skip_message
+@pytest.mark.parametrize("state", ["missing", "empty", "emptied"])
+def test_skip_reason_when_folder_is_empty_or_missing(folders, mongo, state):
+    """Nothing to claim, and nothing else to say: proc never made, made and empty, or emptied
+    (only the sensor's own batch folder left once every batch was imported)."""
+    proc = folders.proc_folder()
+    if state != "missing":
+        os.makedirs(proc)
+    if state == "emptied":
+        os.makedirs(batch_root(proc))
+    result = tick(proc_folder_sensor(JOB), folders, mongo)
+    assert not result.run_requests
+    assert result.skip_message == f"nothing to claim in {proc}"
+    assert os.path.isdir(proc) == (state != "missing")
 
 
-def test_orphan_batch_is_requested_again_until_it_has_a_run(folders):
+def test_orphan_batch_is_requested_again_until_it_has_a_run(folders, mongo):
     proc = folders.proc_folder()
     put(proc, "a.csv")
     sensor = proc_folder_sensor(JOB, min_age_seconds=0)
     with dg.instance_for_test() as instance:
-        first = evaluate(sensor, folders, instance)
+        first = tick(sensor, folders, mongo, instance)
         (request,) = first.run_requests
         # The sensor "died" before the run was created: the next tick asks again, same run_key.
-        second = evaluate(sensor, folders, instance)
+        second = tick(sensor, folders, mongo, instance)
         assert [r.run_key for r in second.run_requests] == [request.run_key]
         instance.create_run_for_job(JOB, run_config=request.run_config, tags=request.tags)
-        third = evaluate(sensor, folders, instance)
+        third = tick(sensor, folders, mongo, instance)
         assert not third.run_requests
 
 

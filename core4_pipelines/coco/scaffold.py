@@ -114,12 +114,62 @@ defs = project_definitions(
     sensors=[proc_folder_sensor(import_records, pattern=r".*\\.csv$")],
 )
 ''',
-        "tests/test_definitions.py": f'''from {name}.definitions import defs
+        "tests/test_definitions.py": f'''"""{name}'s pipeline end to end: a CSV file in proc is claimed by the proc sensor once it
+stayed unchanged for 5 s (min_age_seconds), imported into MongoDB by the job the sensor starts,
+and archived. A private embedded MongoDB and folders under pytest's tmp_path: nothing you
+configured is touched. Write one like it for each job you add.
+"""
+
+import os
+import time
+
+import dagster as dg
+import pytest
+
+from core4_pipelines import FolderResource, MongoResource
+from core4_resources.embedded import EmbeddedMongo
+
+from {name}.definitions import defs
 
 
-def test_import_job_and_sensor_are_defined():
-    assert defs.resolve_job_def("import_records").name == "import_records"
-    assert defs.resolve_sensor_def("import_records_proc_sensor").job_name == "import_records"
+@pytest.fixture(scope="module")
+def mongo(tmp_path_factory):
+    with EmbeddedMongo(tmp_path_factory.mktemp("mongo") / "data") as server:
+        yield MongoResource(mongo_url=server.url, database="{name}")
+
+
+def write(path, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def visible(folder) -> list[str]:
+    return sorted(n for _, _, names in os.walk(folder) for n in names if not n.startswith("."))
+
+
+def test_a_csv_file_in_proc_is_imported_into_records_and_archived(tmp_path, mongo):
+    folders = FolderResource.under_root(tmp_path / "root", "{name}")
+    resources = {{"folders": folders, "mongo": mongo}}
+    proc = folders.proc_folder()
+    write(os.path.join(proc, "cities.csv"), "city,celsius\\nberlin,21.5\\nkoeln,19\\n")
+    write(os.path.join(proc, "notes.txt"), "not a .csv file: the sensor leaves it\\n")
+    sensor = defs.resolve_sensor_def("import_records_proc_sensor")
+    assert sensor.job_name == "import_records"
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources=resources)
+        assert not sensor.evaluate_tick(context).run_requests  # first sight: not yet unchanged for 5 s
+        time.sleep(5.5)
+        (request,) = sensor.evaluate_tick(context).run_requests
+        result = defs.resolve_job_def(sensor.job_name).execute_in_process(
+            run_config=request.run_config, tags=request.tags, instance=instance, resources=resources
+        )
+        assert result.success
+
+    records = mongo.collection("records").find({{"_src": "cities.csv"}})
+    assert sorted((r["city"], r["celsius"]) for r in records) == [("berlin", 21.5), ("koeln", 19)]
+    assert visible(folders.archive_folder()) == ["cities.csv.gz"]
+    assert visible(proc) == ["notes.txt"]
 ''',
     }
 

@@ -6,21 +6,11 @@ runs the stress sizes. The tally of what was tried is printed at the end.
 
 from __future__ import annotations
 
-import pytest
-from reliability_support import TALLY
+from support import TALLY
 
 
 def pytest_terminal_summary(terminalreporter):
     if any(TALLY.values()):
         counts = ", ".join(f"{key}: {value}" for key, value in TALLY.items())
         terminalreporter.write_sep("-", f"reliability: {counts}")
-
-
-@pytest.fixture
-def rfolders(tmp_path):
-    """A FolderResource for project "demo" under tmp_path/root."""
-    from reliability_support import make_folders
-
-    return make_folders(tmp_path / "root")
-
 

@@ -7,14 +7,17 @@ DAGSTER_HOME must name the instance shared with the parent.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
-import dagster as dg
-from reliability_support import make_folders
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: support
 
-from core4_pipelines.jobs import import_job, import_run_config
-from core4_pipelines.readers import read_csv
-from core4_resources.mongo import MongoResource
+import dagster as dg  # noqa: E402
+from support import failure_text, make_folders, run_import  # noqa: E402
+
+from core4_pipelines.jobs import import_job  # noqa: E402
+from core4_pipelines.readers import read_csv  # noqa: E402
+from core4_resources.mongo import MongoResource  # noqa: E402
 
 
 def main(settings_path: str) -> int:
@@ -24,16 +27,8 @@ def main(settings_path: str) -> int:
     folders = make_folders(settings["root"], settings.get("project", "demo"))
     mongo = MongoResource(mongo_url=settings["mongo_url"], database=settings["database"])
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            run_config=import_run_config(job, settings["batch_id"]),
-            resources={"folders": folders, "mongo": mongo},
-            instance=instance,
-            raise_on_error=False,
-            tags={"core4/batch": settings["batch_id"]},
-        )
-    failure = result.failure_data_for_node(f"{job.name}_batch")
-    error = str(failure.error) if failure is not None else ""
-    print(json.dumps({"run_id": result.run_id, "success": result.success, "error": error}))
+        result = run_import(folders, mongo, settings["batch_id"], job=job, instance=instance)
+    print(json.dumps({"run_id": result.run_id, "success": result.success, "error": failure_text(result, job)}))
     return 0 if result.success else 1
 
 

@@ -15,9 +15,8 @@ import subprocess
 import sys
 import time
 
-import dagster as dg
 import pytest
-from reliability_support import (
+from support import (
     JOB,
     archived,
     claim_all,
@@ -29,6 +28,7 @@ from reliability_support import (
     put,
     run_import,
     sha256_file,
+    tick,
     visible_files,
     walk_files,
 )
@@ -66,19 +66,19 @@ def in_error(folders, name: str) -> tuple[bytes, str]:
         ("unclosed-quote.csv", b'id,tag\n1,"never closed\n2,x\n', "unexpected end of data"),
     ],
 )
-def test_bad_content_goes_to_error_with_the_reason_and_the_rest_is_imported(rfolders, mongo, name, content, expected):
+def test_bad_content_goes_to_error_with_the_reason_and_the_rest_is_imported(folders, mongo, name, content, expected):
     count("bad inputs tried")
-    result, batch_id = import_batch(rfolders, mongo, {name: content, "good.csv": csv_rows(4)})
+    result, batch_id = import_batch(folders, mongo, {name: content, "good.csv": csv_rows(4)})
     assert not result.success
     message = failure_text(result)
     assert name in message and expected in message, message
-    data, reason = in_error(rfolders, name)
+    data, reason = in_error(folders, name)
     assert data == content and expected in reason
     things = mongo.collection("things")
     assert things.count_documents({"_src": name}) == 0
     assert things.count_documents({"_src": "good.csv"}) == 4
-    assert list(archived(rfolders)) == ["good.csv"]
-    assert not os.path.exists(os.path.join(batch_root(rfolders.proc_folder()), batch_id))
+    assert list(archived(folders)) == ["good.csv"]
+    assert not os.path.exists(os.path.join(batch_root(folders.proc_folder()), batch_id))
 
 
 def _free_bytes(path) -> int:
@@ -101,12 +101,12 @@ print(json.dumps({"before_kb": before, "after_kb": after, "message": message}))
 
 
 @pytest.mark.timeout(300)
-def test_a_1gb_single_line_file_is_refused_in_bounded_memory(rfolders, mongo, tmp_path):
+def test_a_1gb_single_line_file_is_refused_in_bounded_memory(folders, mongo, tmp_path):
     count("bad inputs tried")
     size = 1 << 30
     if _free_bytes(tmp_path) < 3 * size:
         pytest.skip(f"needs 3 GiB free in {tmp_path} for a 1 GiB file; {_free_bytes(tmp_path) >> 20} MiB free")
-    proc = rfolders.proc_folder()
+    proc = folders.proc_folder()
     os.makedirs(proc)
     path = os.path.join(proc, "one-line.csv")
     block = b"1234567," * (1 << 20)  # 8 MiB, no newline anywhere
@@ -123,14 +123,14 @@ def test_a_1gb_single_line_file_is_refused_in_bounded_memory(rfolders, mongo, tm
         grew = report["after_kb"] - report["before_kb"]
         assert grew < READER_RSS_LIMIT_KB, f"reading grew the process by {grew} KiB"
         # Through the import run: refused with the reason, moved (renamed, not copied) to error.
-        (batch_id,) = claim_all(rfolders)
-        result = run_import(rfolders, mongo, batch_id)
+        (batch_id,) = claim_all(folders)
+        result = run_import(folders, mongo, batch_id)
         assert not result.success and "one-line.csv" in failure_text(result)
-        moved = os.path.join(rfolders.error_folder(), "one-line.csv")
+        moved = os.path.join(folders.error_folder(), "one-line.csv")
         assert os.path.getsize(moved) == size + len(b"id,value\n")
         assert mongo.collection("things").count_documents({}) == 0
     finally:
-        for leftover in (path, os.path.join(rfolders.error_folder(), "one-line.csv")):
+        for leftover in (path, os.path.join(folders.error_folder(), "one-line.csv")):
             if os.path.exists(leftover):
                 os.unlink(leftover)
 
@@ -138,28 +138,28 @@ def test_a_1gb_single_line_file_is_refused_in_bounded_memory(rfolders, mongo, tm
 NAMES = ["my readings.csv", "Grüße 東京 ☃.csv", "line\nbreak.csv", "-rf.csv", "--help.csv", " leading-space.csv"]
 
 
-def test_awkward_file_names_are_claimed_imported_and_archived_intact(rfolders, mongo):
+def test_awkward_file_names_are_claimed_imported_and_archived_intact(folders, mongo):
     count("bad inputs tried", len(NAMES))
     tags = {name: f"n{i}" for i, name in enumerate(NAMES)}
-    originals = {name: sha256_file(put(rfolders.proc_folder(), name, csv_rows(3, tag=tags[name]))) for name in NAMES}
+    originals = {name: sha256_file(put(folders.proc_folder(), name, csv_rows(3, tag=tags[name]))) for name in NAMES}
     sensor = proc_folder_sensor(JOB, min_age_seconds=0)
-    (request,) = sensor.evaluate_tick(dg.build_sensor_context(resources={"folders": rfolders, "mongo": mongo})).run_requests
-    result = run_import(rfolders, mongo, request.run_key)
+    (request,) = tick(sensor, folders, mongo).run_requests
+    result = run_import(folders, mongo, request.run_key)
     assert result.success, failure_text(result)
     things = mongo.collection("things")
     assert sorted(things.distinct("_src")) == sorted(NAMES)
     for name in NAMES:
         assert things.count_documents({"_src": name, "tag": tags[name]}) == 3
-    paths = archived(rfolders)
+    paths = archived(folders)
     assert sorted(paths) == sorted(NAMES)
     for name, (path,) in paths.items():
         assert os.path.basename(path) == name + ".gz"
         assert content_sha256(path) == originals[name]
 
 
-def test_a_file_that_disappears_between_scan_and_claim_is_skipped(rfolders):
+def test_a_file_that_disappears_between_scan_and_claim_is_skipped(folders):
     count("bad inputs tried")
-    proc = rfolders.proc_folder()
+    proc = folders.proc_folder()
     for name in ("a.csv", "b.csv", "c.csv"):
         put(proc, name, "x\n1\n")
     scan = scan_ready(proc, None, 0)
@@ -170,9 +170,9 @@ def test_a_file_that_disappears_between_scan_and_claim_is_skipped(rfolders):
     assert visible_files(proc) == []
 
 
-def test_directories_and_symlinks_in_proc_are_left_alone(rfolders, mongo, tmp_path):
+def test_directories_and_symlinks_in_proc_are_left_alone(folders, mongo, tmp_path):
     count("bad inputs tried", 3)
-    proc = rfolders.proc_folder()
+    proc = folders.proc_folder()
     put(proc, "good.csv", csv_rows(2))
     os.makedirs(os.path.join(proc, "folder.csv"))
     put(os.path.join(proc, "folder.csv"), "inner.csv", csv_rows(1))
@@ -180,17 +180,17 @@ def test_directories_and_symlinks_in_proc_are_left_alone(rfolders, mongo, tmp_pa
     os.symlink(outside, os.path.join(proc, "link.csv"))
     os.symlink("/etc", os.path.join(proc, "etc.csv"))
     sensor = proc_folder_sensor(JOB, pattern=r".*\.csv$", min_age_seconds=0)
-    (request,) = sensor.evaluate_tick(dg.build_sensor_context(resources={"folders": rfolders, "mongo": mongo})).run_requests
+    (request,) = tick(sensor, folders, mongo).run_requests
     batch = os.path.join(batch_root(proc), request.run_key)
     assert os.listdir(batch) == ["good.csv"]
     # A link smuggled into a claimed batch is not followed either.
     os.symlink(outside, os.path.join(batch, "smuggled.csv"))
-    result = run_import(rfolders, mongo, request.run_key)
+    result = run_import(folders, mongo, request.run_key)
     assert result.success
     assert mongo.collection("things").distinct("_src") == ["good.csv"]
     assert open(outside, "rb").read() == csv_rows(5)
     assert sorted(os.listdir(proc)) == [".batch", "etc.csv", "folder.csv", "link.csv"]
-    skip = sensor.evaluate_tick(dg.build_sensor_context(resources={"folders": rfolders, "mongo": mongo})).skip_message
+    skip = tick(sensor, folders, mongo).skip_message
     assert "3 entries are not regular files" in skip
 
 
@@ -229,47 +229,47 @@ def restricted():
 
 
 @pytest.mark.timeout(300)
-def test_a_file_without_read_permission_goes_to_error_with_the_reason(restricted, rfolders, mongo, tmp_path):
+def test_a_file_without_read_permission_goes_to_error_with_the_reason(restricted, folders, mongo, tmp_path):
     count("bad inputs tried")
-    put(rfolders.proc_folder(), "readable.csv", csv_rows(3))
-    put(rfolders.proc_folder(), "unreadable.csv", csv_rows(3))
-    (batch_id,) = claim_all(rfolders)
-    claimed = os.path.join(batch_root(rfolders.proc_folder()), batch_id, "unreadable.csv")
+    put(folders.proc_folder(), "readable.csv", csv_rows(3))
+    put(folders.proc_folder(), "unreadable.csv", csv_rows(3))
+    (batch_id,) = claim_all(folders)
+    claimed = os.path.join(batch_root(folders.proc_folder()), batch_id, "unreadable.csv")
     os.chown(claimed, NOBODY, NOBODY)
     os.chmod(claimed, 0o000)
-    outcome = _import_restricted(tmp_path, mongo, rfolders.root, batch_id)
+    outcome = _import_restricted(tmp_path, mongo, folders.root, batch_id)
     assert not outcome["success"]
     assert "unreadable.csv" in outcome["error"] and "Permission denied" in outcome["error"]
-    data, reason = in_error(rfolders, "unreadable.csv")
+    data, reason = in_error(folders, "unreadable.csv")
     assert data == csv_rows(3) and "Permission denied" in reason
     assert mongo.collection("things").distinct("_src") == ["readable.csv"]
-    assert list(archived(rfolders)) == ["readable.csv"]
+    assert list(archived(folders)) == ["readable.csv"]
 
 
 @pytest.mark.timeout(300)
 def test_an_archive_folder_without_write_permission_fails_the_run_and_keeps_the_file_claimed(
-    restricted, rfolders, mongo, tmp_path
+    restricted, folders, mongo, tmp_path
 ):
     count("bad inputs tried")
-    put(rfolders.proc_folder(), "a.csv", csv_rows(5))
-    (batch_id,) = claim_all(rfolders)
-    os.makedirs(rfolders.archive)
-    os.chown(rfolders.archive, NOBODY, NOBODY)
-    os.chmod(rfolders.archive, 0o555)
-    outcome = _import_restricted(tmp_path, mongo, rfolders.root, batch_id)
+    put(folders.proc_folder(), "a.csv", csv_rows(5))
+    (batch_id,) = claim_all(folders)
+    os.makedirs(folders.archive)
+    os.chown(folders.archive, NOBODY, NOBODY)
+    os.chmod(folders.archive, 0o555)
+    outcome = _import_restricted(tmp_path, mongo, folders.root, batch_id)
     assert not outcome["success"]
-    assert rfolders.archive in outcome["error"] and "Permission denied" in outcome["error"]
-    claimed = os.path.join(batch_root(rfolders.proc_folder()), batch_id, "a.csv")
+    assert folders.archive in outcome["error"] and "Permission denied" in outcome["error"]
+    claimed = os.path.join(batch_root(folders.proc_folder()), batch_id, "a.csv")
     assert open(claimed, "rb").read() == csv_rows(5)
     assert mongo.collection("things").count_documents({}) == 5
-    assert walk_files(rfolders.archive) == []
+    assert walk_files(folders.archive) == []
     # The operator fixes the folder and re-executes: every record once, the file archived once.
-    os.chown(rfolders.archive, 0, 0)
-    os.chmod(rfolders.archive, 0o750)
-    again = run_import(rfolders, mongo, batch_id)
+    os.chown(folders.archive, 0, 0)
+    os.chmod(folders.archive, 0o750)
+    again = run_import(folders, mongo, batch_id)
     assert again.success, failure_text(again)
     assert mongo.collection("things").count_documents({}) == 5
-    (path,) = archived(rfolders)["a.csv"]
+    (path,) = archived(folders)["a.csv"]
     assert content_sha256(path) == hashlib.sha256(csv_rows(5)).hexdigest()
     assert not os.path.exists(claimed)
 
@@ -283,24 +283,24 @@ def _copy_then_enospc(src, dst, length=0):
 
 
 @pytest.mark.parametrize("operation", ["move_proc across filesystems", "move_archive"])
-def test_disk_full_during_a_move_keeps_the_source_and_leaves_nothing(rfolders, tmp_path, monkeypatch, operation):
+def test_disk_full_during_a_move_keeps_the_source_and_leaves_nothing(folders, tmp_path, monkeypatch, operation):
     count("bad inputs tried")
     content = random.Random(3).randbytes(300_000)
     source = put(tmp_path / "incoming", "big.csv", content)
     monkeypatch.setattr(shutil, "copyfileobj", _copy_then_enospc)
     with pytest.raises(FolderError) as raised:
         if operation == "move_archive":
-            rfolders.move_archive(source, run_id="r1")
+            folders.move_archive(source, run_id="r1")
         else:
             def exdev(src, dst):
                 raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), src, None, dst)
 
             monkeypatch.setattr(moves, "rename_noreplace", exdev)
-            rfolders.move_proc(source)
+            folders.move_proc(source)
     message = str(raised.value)
     assert "No space left on device" in message and source in message and "source is unchanged" in message
     assert open(source, "rb").read() == content
-    for root in (rfolders.proc, rfolders.archive):
+    for root in (folders.proc, folders.archive):
         assert walk_files(root) == []  # neither a partial file nor a hidden temp
 
 

@@ -6,17 +6,17 @@ Every test here is a row of the table in docs/reliability.md.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
-from reliability_support import (
+from support import (
     archived,
     claim_all,
+    coco,
     content_sha256,
     count,
     csv_rows,
     failure_text,
+    make_project,
     put,
     run_import,
     sha256_file,
@@ -29,14 +29,6 @@ from core4_pipelines.readers import read_csv
 from core4_resources.config import mask_url
 from core4_resources.embedded import EmbeddedMongo, free_port
 from core4_resources.mongo import MongoResource
-
-BIN = os.path.dirname(sys.executable)
-
-
-def coco(*args, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([os.path.join(BIN, "coco"), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
-
 
 # -- configuration ----------------------------------------------------------------------------
 
@@ -55,7 +47,7 @@ def test_a_bad_config_file_stops_coco_naming_file_and_key(tmp_path, text, expect
     count("bad inputs tried")
     path = tmp_path / "local.yaml"
     path.write_text(text)
-    done = coco("config", env={"CORE4_CONFIG": str(path)})
+    done = coco("config", env={**os.environ, "CORE4_CONFIG": str(path)})
     assert done.returncode == 2
     assert done.stderr.startswith("coco config: ") and expected.format(path=path) in done.stderr, done.stderr
     assert done.stdout == ""
@@ -69,14 +61,6 @@ def test_folder_home_unset_is_explained(tmp_path):
 
 
 # -- projects ---------------------------------------------------------------------------------
-
-
-def make_project(home, name: str, definitions: str) -> None:
-    package = home / name / name
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text('__project__ = "core4"\n__version__ = "1.0"\n')
-    (package / f"{name}.yaml").write_text("")
-    (package / "definitions.py").write_text(definitions)
 
 
 GOOD = "from core4_pipelines import project_definitions\ndefs = project_definitions({name!r})\n"
@@ -132,27 +116,27 @@ def test_a_project_named_like_an_installed_package_is_refused(tmp_path):
 # -- MongoDB ----------------------------------------------------------------------------------
 
 
-def test_mongodb_unreachable_at_start_fails_masked_and_the_retry_imports_once(rfolders, mongo):
+def test_mongodb_unreachable_at_start_fails_masked_and_the_retry_imports_once(folders, mongo):
     count("bad inputs tried")
-    put(rfolders.proc_folder(), "a.csv", csv_rows(7))
-    (batch_id,) = claim_all(rfolders)
+    put(folders.proc_folder(), "a.csv", csv_rows(7))
+    (batch_id,) = claim_all(folders)
     url = f"mongodb://core4:S3cret-pw@127.0.0.1:{free_port()}/?authSource=admin"
     dead = MongoResource(mongo_url=url, database=mongo.database, server_selection_timeout_ms=500)
-    result = run_import(rfolders, dead, batch_id)
+    result = run_import(folders, dead, batch_id)
     assert not result.success
     message = failure_text(result)
     assert "S3cret-pw" not in message and "core4:***@127.0.0.1" in message, message
-    claimed = walk_files(rfolders.proc_folder())
+    claimed = walk_files(folders.proc_folder())
     assert [os.path.basename(p) for p in claimed] == ["a.csv"]
     # MongoDB is back (here: the test server): the same batch imports once and is archived once.
-    again = run_import(rfolders, mongo, batch_id)
+    again = run_import(folders, mongo, batch_id)
     assert again.success, failure_text(again)
     assert mongo.collection("things").count_documents({}) == 7
-    assert [len(p) for p in archived(rfolders).values()] == [1]
+    assert [len(p) for p in archived(folders).values()] == [1]
 
 
 @pytest.mark.timeout(300)
-def test_mongodb_going_away_mid_import_fails_the_run_and_the_retry_imports_once(rfolders, tmp_path):
+def test_mongodb_going_away_mid_import_fails_the_run_and_the_retry_imports_once(folders, tmp_path):
     count("bad inputs tried")
     storage = tmp_path / "mongo-going-away"
     server = EmbeddedMongo(storage)
@@ -169,26 +153,26 @@ def test_mongodb_going_away_mid_import_fails_the_run_and_the_retry_imports_once(
         job = import_job("import_things", read=read_then_pull_the_plug, collection="things")
         originals = {}
         for name in ("a.csv", "b.csv", "c.csv"):
-            originals[name] = sha256_file(put(rfolders.proc_folder(), name, csv_rows(4000, tag=name[0])))
-        (batch_id,) = claim_all(rfolders)
+            originals[name] = sha256_file(put(folders.proc_folder(), name, csv_rows(4000, tag=name[0])))
+        (batch_id,) = claim_all(folders)
         mongo = MongoResource(mongo_url=url, database="going_away", server_selection_timeout_ms=1000)
-        result = run_import(rfolders, mongo, batch_id, job=job)
+        result = run_import(folders, mongo, batch_id, job=job)
         assert not result.success
         message = failure_text(result)
         assert mask_url(url) in message and "b.csv" in message, message
         # Nothing is archived before the batch's durability point: all three wait, claimed.
-        assert archived(rfolders) == {}
-        assert sorted(os.path.basename(p) for p in walk_files(rfolders.proc_folder())) == ["a.csv", "b.csv", "c.csv"]
+        assert archived(folders) == {}
+        assert sorted(os.path.basename(p) for p in walk_files(folders.proc_folder())) == ["a.csv", "b.csv", "c.csv"]
         # The server comes back with its data; re-executing the batch imports every record once.
         server = EmbeddedMongo(storage, port=int(url.rsplit(":", 1)[1]))
         server.start()
-        again = run_import(rfolders, mongo, batch_id, job=import_job("import_things", read=read_csv,
+        again = run_import(folders, mongo, batch_id, job=import_job("import_things", read=read_csv,
                                                                       collection="things"))
         assert again.success, failure_text(again)
         things = mongo.collection("things")
         records = [(d["_src"], d["id"]) for d in things.find({}, {"_src": 1, "id": 1, "_id": 0})]
         assert len(records) == len(set(records)) == 3 * 4000
-        paths = archived(rfolders)
+        paths = archived(folders)
         assert {name: len(p) for name, p in paths.items()} == {"a.csv": 1, "b.csv": 1, "c.csv": 1}
         for name, (path,) in paths.items():
             assert content_sha256(path) == originals[name]
@@ -196,7 +180,7 @@ def test_mongodb_going_away_mid_import_fails_the_run_and_the_retry_imports_once(
         server.stop()
 
 
-def test_a_reader_yielding_a_duplicate_id_is_a_clear_error(rfolders, mongo):
+def test_a_reader_yielding_a_duplicate_id_is_a_clear_error(folders, mongo):
     count("bad inputs tried")
 
     def read_with_duplicate_ids(path):
@@ -205,11 +189,11 @@ def test_a_reader_yielding_a_duplicate_id_is_a_clear_error(rfolders, mongo):
         yield {"_id": "k1", "value": 3}  # the file's own duplicate: not a retry, a content error
 
     job = import_job("import_things", read=read_with_duplicate_ids, collection="things")
-    put(rfolders.proc_folder(), "dups.csv", "whatever")
-    (batch_id,) = claim_all(rfolders)
-    result = run_import(rfolders, mongo, batch_id, job=job)
+    put(folders.proc_folder(), "dups.csv", "whatever")
+    (batch_id,) = claim_all(folders)
+    result = run_import(folders, mongo, batch_id, job=job)
     assert not result.success
     message = failure_text(result)
     assert "dups.csv" in message and "'k1'" in message
     assert mongo.collection("things").count_documents({}) == 0
-    assert os.path.exists(os.path.join(rfolders.error_folder(), "dups.csv"))
+    assert os.path.exists(os.path.join(folders.error_folder(), "dups.csv"))

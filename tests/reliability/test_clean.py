@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import dagster as dg
 import pytest
-from reliability_support import (
+from support import (
+    coco,
     content_sha256,
     csv_rows,
     hidden_files,
@@ -21,8 +20,6 @@ from reliability_support import (
 from core4_pipelines.clean import clean_schedule, sweep, sweep_on_sensor_start
 from core4_resources import moves
 from core4_resources.moves import hidden_temp_name, move_marker_path
-
-COCO = os.path.join(os.path.dirname(sys.executable), "coco")
 
 
 def leftovers(root) -> dict[str, list[str]]:
@@ -53,17 +50,17 @@ def leftovers(root) -> dict[str, list[str]]:
 def test_coco_clean_lists_by_default_and_removes_with_apply(tmp_path):
     found = leftovers(tmp_path / "root")
     env = {**os.environ, "CORE4_OPTION_folder__root": str(tmp_path / "root")}
-    dry = subprocess.run([COCO, "clean", "--older-than", "0"], capture_output=True, text=True, env=env)
+    dry = coco("clean", "--older-than", "0", env=env)
     assert dry.returncode == 0, dry.stderr
     for path in found["stale"]:
         assert os.path.lexists(path)
         assert os.path.realpath(path) in dry.stdout
     assert "would remove" in dry.stdout and "dry run: pass --apply" in dry.stdout
-    done = subprocess.run([COCO, "clean", "--older-than", "0", "--apply"], capture_output=True, text=True, env=env)
+    done = coco("clean", "--older-than", "0", "--apply", env=env)
     assert done.returncode == 0, done.stderr
     assert [p for p in found["stale"] if os.path.lexists(p)] == []
     assert [p for p in found["keep"] if not os.path.exists(p)] == []
-    again = subprocess.run([COCO, "clean", "--older-than", "0"], capture_output=True, text=True, env=env)
+    again = coco("clean", "--older-than", "0", env=env)
     assert again.stdout.startswith("0 stale items")
 
 

@@ -6,11 +6,10 @@ import json
 import multiprocessing
 import os
 import subprocess
-import sys
 
 import dagster as dg
 import pytest
-from reliability_support import (
+from support import (
     JOB,
     archived,
     claim_all,
@@ -20,15 +19,15 @@ from reliability_support import (
     make_folders,
     put,
     sha256_file,
+    start_import_worker,
+    tick,
     visible_files,
-    write_json,
 )
 
 from core4_pipelines import sensors
 from core4_pipelines.claims import batch_files, batch_root, scan_ready
 from core4_pipelines.sensors import proc_folder_sensor
 
-WORKER = os.path.join(os.path.dirname(__file__), "import_worker.py")
 FILES = 10_000
 
 
@@ -48,16 +47,15 @@ def _evaluate_until_empty(folders, mongo, start, queue) -> None:
     requested: list[str] = []
     start.wait(60)
     while True:
-        context = dg.build_sensor_context(resources={"folders": folders, "mongo": mongo})
-        requested += [r.run_key for r in sensor.evaluate_tick(context).run_requests or []]
+        requested += [r.run_key for r in tick(sensor, folders, mongo).run_requests or []]
         if not scan_ready(proc, None, 0).ready:
             break
     queue.put((sorted(set(requested)), claimed))
 
 
 @pytest.mark.timeout(300)
-def test_two_processes_evaluating_the_sensor_claim_each_file_once(rfolders, mongo):
-    proc = rfolders.proc_folder()
+def test_two_processes_evaluating_the_sensor_claim_each_file_once(folders, mongo):
+    proc = folders.proc_folder()
     os.makedirs(proc)
     names = [f"reading-{i:05d}.csv" for i in range(FILES)]
     for name in names:
@@ -65,7 +63,7 @@ def test_two_processes_evaluating_the_sensor_claim_each_file_once(rfolders, mong
             handle.write(name)
     ctx = multiprocessing.get_context("fork")
     start, queue = ctx.Event(), ctx.Queue()
-    workers = [ctx.Process(target=_evaluate_until_empty, args=(rfolders, mongo, start, queue)) for _ in range(2)]
+    workers = [ctx.Process(target=_evaluate_until_empty, args=(folders, mongo, start, queue)) for _ in range(2)]
     for worker in workers:
         worker.start()
     start.set()
@@ -94,16 +92,6 @@ def test_two_processes_evaluating_the_sensor_claim_each_file_once(rfolders, mong
     assert claimed_a and claimed_b
     assert not set(claimed_a) & set(claimed_b)
     assert sorted(claimed_a + claimed_b) == names
-
-
-def _start_worker(tmp_path, dagster_home: str, settings: dict) -> subprocess.Popen:
-    path = str(tmp_path / f"worker-{settings['batch_id']}.json")
-    write_json(path, settings)
-    return subprocess.Popen(
-        [sys.executable, WORKER, path], env={**os.environ, "DAGSTER_HOME": dagster_home},
-        cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )
 
 
 def _finish(process: subprocess.Popen) -> dict:
@@ -135,7 +123,7 @@ def test_two_imports_into_one_collection_do_not_interfere(tmp_path, mongo):
             originals[(key, f"readings-{i}.csv")] = sha256_file(path)
         (batches[key],) = claim_all(folders)
     workers = {
-        key: _start_worker(tmp_path, str(home), {
+        key: start_import_worker(tmp_path, str(home), {
             "root": str(root), "mongo_url": mongo.mongo_url, "database": mongo.database,
             "batch_id": batches[key], "collection": "shared",
         })

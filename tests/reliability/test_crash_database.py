@@ -17,7 +17,7 @@ import time
 
 import dagster as dg
 import pytest
-from reliability_support import (
+from support import (
     STRESS,
     archived,
     content_sha256,
@@ -27,6 +27,7 @@ from reliability_support import (
     put,
     run_import,
     sha256_file,
+    tick,
     visible_files,
 )
 
@@ -84,11 +85,6 @@ def fill_proc(folders, tag: str, rows: int = ROWS) -> dict[str, str]:
     }
 
 
-def evaluate(sensor, folders, mongo, instance=None):
-    context = dg.build_sensor_context(instance=instance, resources={"folders": folders, "mongo": mongo})
-    return sensor.evaluate_tick(context)
-
-
 def check_every_archived_file_complete(folders, mongo, originals: dict[str, str], rows: int = ROWS) -> int:
     """Each archived file has all its records; returns how many files are archived."""
     things = mongo.collection("things")
@@ -123,7 +119,7 @@ def kill_as_archiving_starts(tmp_path, server, monkeypatch, rounds: int) -> None
         folders = make_folders(tmp_path / f"round{round_no}")
         mongo = MongoResource(mongo_url=server.url, database="killed")
         originals = fill_proc(folders, f"r{round_no}", rows)
-        (request,) = evaluate(proc_folder_sensor(JOB, min_age_seconds=0, batch_size=FILES), folders, mongo).run_requests
+        (request,) = tick(proc_folder_sensor(JOB, min_age_seconds=0, batch_size=FILES), folders, mongo).run_requests
         assert run_import(folders, mongo, request.run_key, job=JOB).success
         assert killed
         server.restart()
@@ -153,7 +149,7 @@ def test_database_killed_mid_import_the_sensor_waits_then_imports_the_batch_agai
     originals = fill_proc(folders, "m")
     sensor = proc_folder_sensor(JOB, min_age_seconds=0, batch_size=FILES)
     with dg.instance_for_test() as instance:
-        (request,) = evaluate(sensor, folders, mongo, instance).run_requests
+        (request,) = tick(sensor, folders, mongo, instance).run_requests
         things = mongo.collection("things")
 
         def kill_when_half_written():
@@ -176,7 +172,7 @@ def test_database_killed_mid_import_the_sensor_waits_then_imports_the_batch_agai
         # New files arrive while the database is down: the sensor does not claim them.
         put(folders.proc_folder(), "late.csv", csv_rows(ROWS, tag="late"))
         originals["late.csv"] = sha256_file(os.path.join(folders.proc_folder(), "late.csv"))
-        down = evaluate(sensor, folders, mongo, instance)
+        down = tick(sensor, folders, mongo, instance)
         assert not down.run_requests
         assert "does not answer" in down.skip_message
         assert os.path.exists(os.path.join(folders.proc_folder(), "late.csv"))
@@ -184,13 +180,13 @@ def test_database_killed_mid_import_the_sensor_waits_then_imports_the_batch_agai
         server.restart()
         mongo = MongoResource(mongo_url=server.url, database="midway")
         # No human: the next tick asks for the batch's second run (and claims the late file).
-        again = evaluate(sensor, folders, mongo, instance).run_requests
+        again = tick(sensor, folders, mongo, instance).run_requests
         keys = sorted(r.run_key for r in again)
         assert f"{batch.batch_id}.run2" in keys
         for retry in again:
             result = run_import(folders, mongo, retry.tags["core4/batch"], job=JOB, instance=instance)
             assert result.success
-        assert evaluate(sensor, folders, mongo, instance).run_requests in ([], None)
+        assert tick(sensor, folders, mongo, instance).run_requests in ([], None)
     assert check_every_archived_file_complete(folders, mongo, originals) == FILES + 1
     assert mongo.collection("things").count_documents({}) == (FILES + 1) * ROWS
     assert [p for p in visible_files(folders.proc_folder())] == []

@@ -14,12 +14,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
 import dagster as dg
 import pytest
-from reliability_support import (
+from support import (
+    SEED,
     STRESS,
     archived,
     content_sha256,
@@ -30,9 +30,10 @@ from reliability_support import (
     put,
     run_import,
     sha256_file,
+    start_import_worker,
+    tick,
     visible_files,
     walk_files,
-    write_json,
 )
 
 from core4_pipelines.clean import sweep
@@ -42,25 +43,8 @@ from core4_pipelines.jobs import BATCH_TAG
 from core4_pipelines.recovery import RECOVERED_TAG
 from core4_pipelines.sensors import proc_folder_sensor
 
-WORKER = os.path.join(os.path.dirname(__file__), "import_worker.py")
 FILES = 10
 ROWS = 1500
-SEED = int(os.environ.get("CORE4_STRESS_SEED", random.randrange(1 << 30)))
-
-
-def evaluate(sensor, folders, instance, mongo):
-    context = dg.build_sensor_context(instance=instance, resources={"folders": folders, "mongo": mongo})
-    return sensor.evaluate_tick(context).run_requests or []
-
-
-def start_worker(tmp_path, dagster_home, settings: dict) -> subprocess.Popen:
-    path = str(tmp_path / f"worker-{settings['batch_id']}.json")
-    write_json(path, settings)
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
-    return subprocess.Popen(
-        [sys.executable, WORKER, path], env=env, cwd=str(tmp_path), start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
 
 
 def stop_group(process: subprocess.Popen) -> None:
@@ -98,10 +82,10 @@ def one_round(tmp_path, mongo, dagster_home, rng: random.Random, round_no: int) 
         originals[name] = sha256_file(put(folders.proc_folder(), name, csv_rows(ROWS, tag=str(i))))
     target = mongo.collection(collection)
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        requests = evaluate(sensor, folders, instance, mongo)
+        requests = tick(sensor, folders, mongo, instance).run_requests or []
         assert len(requests) == 2
         first = requests[0].run_key
-        worker = start_worker(tmp_path, dagster_home, {
+        worker = start_import_worker(tmp_path, dagster_home, {
             "root": str(tmp_path / f"round{round_no}"), "mongo_url": mongo.mongo_url,
             "database": mongo.database, "batch_id": first, "collection": collection,
         })
@@ -118,7 +102,7 @@ def one_round(tmp_path, mongo, dagster_home, rng: random.Random, round_no: int) 
         check_nothing_lost(folders, originals, where)
         # No human: the next tick fails the run whose worker is gone and asks for that batch
         # again at once, together with the other claimed batch (no run yet).
-        rest = evaluate(sensor, folders, instance, mongo)
+        rest = tick(sensor, folders, mongo, instance).run_requests or []
         expected = {requests[1].run_key} | ({f"{first}.run2"} if killed else set())
         assert {r.run_key for r in rest} == expected, where
         if killed:
@@ -127,7 +111,7 @@ def one_round(tmp_path, mongo, dagster_home, rng: random.Random, round_no: int) 
             assert dead.tags[RECOVERED_TAG] == "worker_gone"
         for request in rest:
             assert run_import(folders, mongo, request.tags[BATCH_TAG], job=job, instance=instance).success, where
-        assert evaluate(sensor, folders, instance, mongo) == [], where
+        assert not tick(sensor, folders, mongo, instance).run_requests, where
     records = [(d["_src"], d["id"]) for d in target.find({}, {"_src": 1, "id": 1, "_id": 0})]
     assert len(records) == FILES * ROWS, f"{where}: {len(records)} records"
     assert len(set(records)) == len(records), f"{where}: duplicate records"
@@ -142,14 +126,6 @@ def one_round(tmp_path, mongo, dagster_home, rng: random.Random, round_no: int) 
     sweep([folders.proc_folder(), folders.archive_folder()], older_than=0, apply=True)
     assert hidden_files(folders.proc_folder()) == [] and hidden_files(folders.archive_folder()) == []
     return killed
-
-
-@pytest.fixture
-def dagster_home(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    return home
 
 
 def import_kill_campaign(tmp_path, mongo, dagster_home, kills: int) -> None:

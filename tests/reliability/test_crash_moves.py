@@ -23,10 +23,11 @@ import signal
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
 
 import pytest
-from reliability_support import (
+from support import (
+    SEED,
+    STARTED,
     STRESS,
     content_sha256,
     count,
@@ -39,13 +40,11 @@ from reliability_support import (
 from core4_pipelines.clean import sweep
 from core4_resources import moves
 
-STARTED = datetime(2024, 3, 5, 14, 7, tzinfo=UTC)
 OPERATIONS = ("transfer", "proc", "archive", "archive_plain")
 FILESYSTEMS = ("same", "exdev_forced", "exdev_real")
 SIZES = {"small": 40_000, "large": 20 * 1024 * 1024 + 12_345}
 TRACED = {os.path.abspath(moves.__file__), os.path.abspath(sys.modules["core4_resources.folders"].__file__),
           os.path.abspath(shutil.__file__), os.path.abspath(sys.modules["gzip"].__file__)}
-SEED = int(os.environ.get("CORE4_STRESS_SEED", random.randrange(1 << 30)))
 COMBOS = [(op, fs, size) for op in OPERATIONS for fs in FILESYSTEMS for size in SIZES]
 
 

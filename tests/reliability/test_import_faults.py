@@ -11,7 +11,7 @@ import time
 
 import dagster as dg
 import pytest
-from reliability_support import (
+from support import (
     archived,
     content_sha256,
     count,
@@ -20,6 +20,7 @@ from reliability_support import (
     put,
     run_import,
     sha256_file,
+    tick,
     visible_files,
 )
 
@@ -32,21 +33,16 @@ from core4_resources.folders import FolderResource, printable_name
 JOB = import_job("import_things", read=read_csv, collection="things", properties={"error_time": 0})
 
 
-def tick(sensor, folders, mongo, instance=None):
-    context = dg.build_sensor_context(instance=instance, resources={"folders": folders, "mongo": mongo})
-    return sensor.evaluate_tick(context)
-
-
 def claim(folders, mongo, **options) -> str:
     (request,) = tick(proc_folder_sensor(JOB, min_age_seconds=0, **options), folders, mongo).run_requests
     return request.run_key
 
 
-def test_a_writer_that_pauses_longer_than_min_age_is_imported_whole_once(rfolders, mongo):
+def test_a_writer_that_pauses_longer_than_min_age_is_imported_whole_once(folders, mongo):
     """The writer keeps its file open and pauses 1.5 s (> min_age 0.5 s) between rows."""
     count("bad inputs tried")
-    path = os.path.join(rfolders.proc_folder(), "slow.csv")
-    os.makedirs(rfolders.proc_folder(), exist_ok=True)
+    path = os.path.join(folders.proc_folder(), "slow.csv")
+    os.makedirs(folders.proc_folder(), exist_ok=True)
     script = (
         "import sys, time\n"
         f"f = open({path!r}, 'w')\n"
@@ -64,9 +60,9 @@ def test_a_writer_that_pauses_longer_than_min_age_is_imported_whole_once(rfolder
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                for request in tick(sensor, rfolders, mongo, instance).run_requests or []:
-                    run_import(rfolders, mongo, request.tags[BATCH_TAG], job=JOB, instance=instance)
-                if writer.poll() is not None and not os.path.exists(path) and not pending_batches(rfolders.proc_folder()):
+                for request in tick(sensor, folders, mongo, instance).run_requests or []:
+                    run_import(folders, mongo, request.tags[BATCH_TAG], job=JOB, instance=instance)
+                if writer.poll() is not None and not os.path.exists(path) and not pending_batches(folders.proc_folder()):
                     break
                 time.sleep(0.2)
         finally:
@@ -74,14 +70,14 @@ def test_a_writer_that_pauses_longer_than_min_age_is_imported_whole_once(rfolder
             writer.wait()
     things = mongo.collection("things")
     assert sorted(d["id"] for d in things.find({"_src": "slow.csv"})) == list(range(40))
-    (paths,) = archived(rfolders).values()
+    (paths,) = archived(folders).values()
     assert len(paths) == 1
 
 
-def test_a_file_that_grows_while_it_is_read_goes_back_to_proc_without_records(rfolders, mongo):
+def test_a_file_that_grows_while_it_is_read_goes_back_to_proc_without_records(folders, mongo):
     count("bad inputs tried")
-    put(rfolders.proc_folder(), "growing.csv", csv_rows(5, tag="g"))
-    put(rfolders.proc_folder(), "steady.csv", csv_rows(5, tag="s"))
+    put(folders.proc_folder(), "growing.csv", csv_rows(5, tag="g"))
+    put(folders.proc_folder(), "steady.csv", csv_rows(5, tag="s"))
 
     def read_while_a_writer_appends(path):
         if os.path.basename(path) == "growing.csv":
@@ -90,24 +86,24 @@ def test_a_file_that_grows_while_it_is_read_goes_back_to_proc_without_records(rf
         yield from read_csv(path)
 
     job = import_job("import_things", read=read_while_a_writer_appends, collection="things")
-    batch = claim(rfolders, mongo)
-    result = run_import(rfolders, mongo, batch, job=job)
+    batch = claim(folders, mongo)
+    result = run_import(folders, mongo, batch, job=job)
     assert result.success
     things = mongo.collection("things")
     assert things.count_documents({"_src": "growing.csv"}) == 0
     assert things.count_documents({"_src": "steady.csv"}) == 5
-    assert visible_files(rfolders.proc_folder()) == [os.path.join(rfolders.proc_folder(), "growing.csv")]
+    assert visible_files(folders.proc_folder()) == [os.path.join(folders.proc_folder(), "growing.csv")]
     # Claimed again later, it is imported whole.
-    batch = claim(rfolders, mongo)
-    assert run_import(rfolders, mongo, batch).success
+    batch = claim(folders, mongo)
+    assert run_import(folders, mongo, batch).success
     assert things.count_documents({"_src": "growing.csv"}) == 6
 
 
-def test_a_file_deleted_from_its_batch_mid_run_does_not_fail_the_others(rfolders, mongo):
+def test_a_file_deleted_from_its_batch_mid_run_does_not_fail_the_others(folders, mongo):
     count("bad inputs tried")
     for name in ("a.csv", "b.csv", "c.csv"):
-        put(rfolders.proc_folder(), name, csv_rows(4, tag=name))
-    batch = claim(rfolders, mongo)
+        put(folders.proc_folder(), name, csv_rows(4, tag=name))
+    batch = claim(folders, mongo)
 
     def read_and_lose_b(path):
         if os.path.basename(path) == "a.csv":
@@ -115,17 +111,17 @@ def test_a_file_deleted_from_its_batch_mid_run_does_not_fail_the_others(rfolders
         yield from read_csv(path)
 
     job = import_job("import_things", read=read_and_lose_b, collection="things")
-    result = run_import(rfolders, mongo, batch, job=job)
+    result = run_import(folders, mongo, batch, job=job)
     assert result.success
     assert sorted(mongo.collection("things").distinct("_src")) == ["a.csv", "c.csv"]
-    assert sorted(archived(rfolders)) == ["a.csv", "c.csv"]
+    assert sorted(archived(folders)) == ["a.csv", "c.csv"]
     summary = result.output_for_node(f"{JOB.name}_batch")
     assert (summary["imported"], summary["vanished"], summary["errors"]) == (2, 1, 0)
 
 
-def test_a_full_archive_disk_keeps_the_file_claimed_and_the_sensor_finishes_it(rfolders, mongo, monkeypatch):
+def test_a_full_archive_disk_keeps_the_file_claimed_and_the_sensor_finishes_it(folders, mongo, monkeypatch):
     count("bad inputs tried")
-    originals = {n: sha256_file(put(rfolders.proc_folder(), n, csv_rows(3, tag=n))) for n in ("x.csv", "y.csv")}
+    originals = {n: sha256_file(put(folders.proc_folder(), n, csv_rows(3, tag=n))) for n in ("x.csv", "y.csv")}
     real = FolderResource.move_archive
     full = {"y.csv"}
 
@@ -137,21 +133,21 @@ def test_a_full_archive_disk_keeps_the_file_claimed_and_the_sensor_finishes_it(r
     monkeypatch.setattr(FolderResource, "move_archive", archive_on_a_full_disk)
     sensor = proc_folder_sensor(JOB, min_age_seconds=0)
     with dg.instance_for_test() as instance:
-        (request,) = tick(sensor, rfolders, mongo, instance).run_requests
-        first = run_import(rfolders, mongo, request.run_key, instance=instance)
+        (request,) = tick(sensor, folders, mongo, instance).run_requests
+        first = run_import(folders, mongo, request.run_key, instance=instance)
         assert not first.success
         assert "y.csv: OSError" in failure_text(first) and "stay in batch" in failure_text(first)
-        (batch,) = pending_batches(rfolders.proc_folder())
+        (batch,) = pending_batches(folders.proc_folder())
         assert batch_files(batch.path) == ["y.csv"]
         full.clear()  # space again
-        (again,) = tick(sensor, rfolders, mongo, instance).run_requests
+        (again,) = tick(sensor, folders, mongo, instance).run_requests
         assert again.run_key == f"{request.run_key}.run2"
-        assert run_import(rfolders, mongo, request.run_key, instance=instance).success
+        assert run_import(folders, mongo, request.run_key, instance=instance).success
     things = mongo.collection("things")
     assert things.count_documents({}) == 6 and things.count_documents({"_src": "y.csv"}) == 3
-    for name, (path,) in archived(rfolders).items():
+    for name, (path,) in archived(folders).items():
         assert content_sha256(path) == originals[name]
-    assert visible_files(rfolders.proc_folder()) == []
+    assert visible_files(folders.proc_folder()) == []
 
 
 @pytest.mark.parametrize(
@@ -163,37 +159,37 @@ def test_a_full_archive_disk_keeps_the_file_claimed_and_the_sensor_finishes_it(r
     ],
     ids=["255-ascii", "255-utf8", "not-utf8"],
 )
-def test_every_legal_name_is_imported_and_archived(rfolders, mongo, name):
+def test_every_legal_name_is_imported_and_archived(folders, mongo, name):
     count("bad inputs tried")
     assert len(os.fsencode(name)) <= 255
-    original = sha256_file(put(rfolders.proc_folder(), name, csv_rows(3, tag="n")))
-    put(rfolders.proc_folder(), "bad.csv", "id,tag\n1\n")  # in the same batch: to error
-    result = run_import(rfolders, mongo, claim(rfolders, mongo))
+    original = sha256_file(put(folders.proc_folder(), name, csv_rows(3, tag="n")))
+    put(folders.proc_folder(), "bad.csv", "id,tag\n1\n")  # in the same batch: to error
+    result = run_import(folders, mongo, claim(folders, mongo))
     assert not result.success and "bad.csv" in failure_text(result)
     shown = printable_name(name)
     assert mongo.collection("things").count_documents({"_src": shown}) == 3
-    (archive,) = [p for p in visible_files(rfolders.archive_folder())]
+    (archive,) = [p for p in visible_files(folders.archive_folder())]
     assert len(os.fsencode(os.path.basename(archive))) <= 255
     assert content_sha256(archive) == original
-    assert visible_files(rfolders.proc_folder()) == []
+    assert visible_files(folders.proc_folder()) == []
 
 
-def test_a_long_name_with_bad_content_goes_to_error_with_its_reason(rfolders, mongo):
+def test_a_long_name_with_bad_content_goes_to_error_with_its_reason(folders, mongo):
     count("bad inputs tried")
     name = "e" * 251 + ".csv"
-    put(rfolders.proc_folder(), name, "id,tag\n1\n")
-    result = run_import(rfolders, mongo, claim(rfolders, mongo))
+    put(folders.proc_folder(), name, "id,tag\n1\n")
+    result = run_import(folders, mongo, claim(folders, mongo))
     assert not result.success
-    error_files = visible_files(rfolders.error_folder())
-    assert os.path.join(rfolders.error_folder(), name) in error_files
+    error_files = visible_files(folders.error_folder())
+    assert os.path.join(folders.error_folder(), name) in error_files
     (reason,) = [p for p in error_files if p.endswith(".reason.txt")]
     assert name in open(reason, encoding="utf-8").read()
 
 
-def test_a_reader_yielding_keys_mongodb_cannot_store_sends_the_file_to_error(rfolders, mongo):
+def test_a_reader_yielding_keys_mongodb_cannot_store_sends_the_file_to_error(folders, mongo):
     count("bad inputs tried")
-    put(rfolders.proc_folder(), "operators.jsonl", "ignored")
-    put(rfolders.proc_folder(), "fine.jsonl", "ignored")
+    put(folders.proc_folder(), "operators.jsonl", "ignored")
+    put(folders.proc_folder(), "fine.jsonl", "ignored")
 
     def read_records(path):
         yield {"a": 1}
@@ -201,8 +197,8 @@ def test_a_reader_yielding_keys_mongodb_cannot_store_sends_the_file_to_error(rfo
             yield {"a": 2, "$where": "1"}
 
     job = import_job("import_things", read=read_records, collection="things")
-    result = run_import(rfolders, mongo, claim(rfolders, mongo), job=job)
+    result = run_import(folders, mongo, claim(folders, mongo), job=job)
     assert not result.success
     assert "record 1: field '$where' starts with '$'" in failure_text(result)
     assert mongo.collection("things").distinct("_src") == ["fine.jsonl"]
-    assert os.path.exists(os.path.join(rfolders.error_folder(), "operators.jsonl"))
+    assert os.path.exists(os.path.join(folders.error_folder(), "operators.jsonl"))

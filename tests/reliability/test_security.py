@@ -6,18 +6,23 @@ import os
 import stat
 import subprocess
 import sys
+import uuid
 
 import dagster as dg
+import pymongo
 import pytest
-from reliability_support import (
+from support import (
     JOB,
     claim_all,
+    coco,
     count,
     csv_rows,
     event_log_text,
     failure_text,
+    make_folders,
     put,
     run_import,
+    tick,
 )
 
 from core4_pipelines.jobs import download_to_proc, import_run_config
@@ -43,20 +48,20 @@ ESCAPES = ["../outside", "../../outside", "/etc/passwd", "a/../../outside", "", 
 
 
 @pytest.mark.parametrize("bad", ESCAPES)
-def test_names_from_outside_cannot_leave_their_folder(rfolders, tmp_path, bad):
+def test_names_from_outside_cannot_leave_their_folder(folders, tmp_path, bad):
     count("bad inputs tried")
     source = put(tmp_path / "incoming", "x.csv", "a\n1\n")
     before = snapshot(tmp_path)
     attempts = [
-        lambda: rfolders.make_proc(bad),
-        lambda: rfolders.make_transfer(bad),
-        lambda: rfolders.make_temp(bad),
-        lambda: rfolders.list_proc(base=bad),
-        lambda: rfolders.move_proc(source, base=bad),
-        lambda: rfolders.move_transfer(source, base=bad),
-        lambda: rfolders.move_error(source, "why", base=bad),
-        lambda: rfolders.move_archive(source, base=bad, run_id="r1"),
-        lambda: rfolders.model_copy(update={"archive_stamp": bad or "{_id}/../.."}).move_archive(source, run_id="r"),
+        lambda: folders.make_proc(bad),
+        lambda: folders.make_transfer(bad),
+        lambda: folders.make_temp(bad),
+        lambda: folders.list_proc(base=bad),
+        lambda: folders.move_proc(source, base=bad),
+        lambda: folders.move_transfer(source, base=bad),
+        lambda: folders.move_error(source, "why", base=bad),
+        lambda: folders.move_archive(source, base=bad, run_id="r1"),
+        lambda: folders.model_copy(update={"archive_stamp": bad or "{_id}/../.."}).move_archive(source, run_id="r"),
         lambda: safe_move(source, str(tmp_path / "t"), name=bad or ".."),
     ]
     for attempt in attempts:
@@ -66,16 +71,16 @@ def test_names_from_outside_cannot_leave_their_folder(rfolders, tmp_path, bad):
     assert open(source).read() == "a\n1\n"
 
 
-def test_a_project_folder_linked_to_outside_is_refused(rfolders, tmp_path):
+def test_a_project_folder_linked_to_outside_is_refused(folders, tmp_path):
     count("bad inputs tried")
     outside = tmp_path / "outside"
     outside.mkdir()
-    os.makedirs(rfolders.proc)
-    os.symlink(outside, os.path.join(rfolders.proc, "demo"))
+    os.makedirs(folders.proc)
+    os.symlink(outside, os.path.join(folders.proc, "demo"))
     with pytest.raises(FolderError, match="outside"):
-        rfolders.proc_folder()
+        folders.proc_folder()
     with pytest.raises(FolderError, match="outside"):
-        rfolders.move_proc(put(tmp_path / "in", "x.csv", "a\n"))
+        folders.move_proc(put(tmp_path / "in", "x.csv", "a\n"))
     assert os.listdir(outside) == []
 
 
@@ -88,47 +93,47 @@ def test_a_project_folder_linked_to_outside_is_refused(rfolders, tmp_path):
         ({"batch_id": "20240101T000000-0123abcd", "base": "/etc"}, "is absolute"),
     ],
 )
-def test_run_config_cannot_point_an_import_outside_proc(rfolders, mongo, tmp_path, config, expected):
+def test_run_config_cannot_point_an_import_outside_proc(folders, mongo, tmp_path, config, expected):
     count("bad inputs tried")
-    put(rfolders.proc_folder(), "a.csv", csv_rows(2))
+    put(folders.proc_folder(), "a.csv", csv_rows(2))
     before = snapshot(tmp_path)
     op = f"{JOB.name}_batch"
     result = JOB.execute_in_process(
         run_config={"ops": {op: {"config": config}}},
-        resources={"folders": rfolders, "mongo": mongo}, raise_on_error=False,
+        resources={"folders": folders, "mongo": mongo}, raise_on_error=False,
     )
     assert not result.success and expected in failure_text(result)
     assert snapshot(tmp_path) == before
     assert mongo.collection("things").count_documents({}) == 0
 
 
-def test_a_sensor_with_a_base_outside_proc_fails_its_tick(rfolders, mongo):
+def test_a_sensor_with_a_base_outside_proc_fails_its_tick(folders, mongo):
     count("bad inputs tried")
     sensor = proc_folder_sensor(JOB, base="../../elsewhere")
     with pytest.raises(Exception, match="contains '..'"):
-        sensor.evaluate_tick(dg.build_sensor_context(resources={"folders": rfolders, "mongo": mongo}))
+        tick(sensor, folders, mongo)
 
 
 # -- folders are created 0o750 ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
-def test_every_folder_the_flow_creates_is_0o750(rfolders, mongo, umask):
+def test_every_folder_the_flow_creates_is_0o750(folders, mongo, umask):
     old = os.umask(umask)
     try:
-        download_to_proc(rfolders, "2024/good.csv", lambda out: out.write(csv_rows(3)))
-        download_to_proc(rfolders, "bad.csv", lambda out: out.write(b"id,x\n1\n"))
-        rfolders.make_temp_folder()
-        rfolders.make_temp("sub/dir/file")
-        os.utime(rfolders.proc_folder(), None)
-        (batch_id,) = claim_all(rfolders)
-        result = run_import(rfolders, mongo, batch_id)
+        download_to_proc(folders, "2024/good.csv", lambda out: out.write(csv_rows(3)))
+        download_to_proc(folders, "bad.csv", lambda out: out.write(b"id,x\n1\n"))
+        folders.make_temp_folder()
+        folders.make_temp("sub/dir/file")
+        os.utime(folders.proc_folder(), None)
+        (batch_id,) = claim_all(folders)
+        result = run_import(folders, mongo, batch_id)
         assert not result.success  # bad.csv went to the error folder
     finally:
         os.umask(old)
-    folders = [d for d, _, _ in os.walk(rfolders.root)]
-    assert len(folders) >= 10
-    modes = {d: oct(stat.S_IMODE(os.stat(d).st_mode)) for d in folders}
+    made = [d for d, _, _ in os.walk(folders.root)]
+    assert len(made) >= 10
+    modes = {d: oct(stat.S_IMODE(os.stat(d).st_mode)) for d in made}
     assert {m for m in modes.values()} == {"0o750"}, {d: m for d, m in modes.items() if m != "0o750"}
 
 
@@ -174,8 +179,7 @@ def test_coco_config_never_prints_a_password(tmp_path):
     local = tmp_path / "local.yaml"
     local.write_text(f"DEFAULT:\n  mongo_url: {SECRET_URL}\n"
                      f"dagster:\n  postgres_url: postgresql://dagster:{SECRET}@db/dagster\n")
-    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "coco"), "config"],
-                          capture_output=True, text=True, env={**os.environ, "CORE4_CONFIG": str(local)})
+    done = coco("config", env={**os.environ, "CORE4_CONFIG": str(local)})
     assert done.returncode == 0, done.stderr
     assert SECRET not in done.stdout + done.stderr
     assert "core4:***@127.0.0.1" in done.stdout and "dagster:***@db" in done.stdout
@@ -195,19 +199,18 @@ def test_a_config_error_never_shows_a_password(tmp_path, text):
     count("bad inputs tried")
     local = tmp_path / "local.yaml"
     local.write_text(text)
-    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "coco"), "config"],
-                          capture_output=True, text=True, env={**os.environ, "CORE4_CONFIG": str(local)})
+    done = coco("config", env={**os.environ, "CORE4_CONFIG": str(local)})
     assert done.returncode == 2 and str(local) in done.stderr
     assert SECRET not in done.stdout + done.stderr, done.stderr
 
 
-def test_no_password_in_run_logs_run_config_or_tags(rfolders, tmp_path):
+def test_no_password_in_run_logs_run_config_or_tags(folders, tmp_path):
     count("bad inputs tried")
-    put(rfolders.proc_folder(), "a.csv", csv_rows(2))
-    (batch_id,) = claim_all(rfolders)
+    put(folders.proc_folder(), "a.csv", csv_rows(2))
+    (batch_id,) = claim_all(folders)
     dead = MongoResource(mongo_url=SECRET_URL, database="x", server_selection_timeout_ms=300)
     with dg.instance_for_test() as instance:
-        result = run_import(rfolders, dead, batch_id, instance=instance)
+        result = run_import(folders, dead, batch_id, instance=instance)
         assert not result.success
         run = instance.get_run_by_id(result.run_id)
         assert SECRET not in repr(run.run_config) + repr(run.tags)
@@ -216,21 +219,38 @@ def test_no_password_in_run_logs_run_config_or_tags(rfolders, tmp_path):
         assert SECRET not in logs
 
 
-def test_the_ui_never_shows_the_mongodb_password(tmp_path, monkeypatch):
-    """The job snapshot is what the UI renders (launchpad defaults, resource config)."""
+def test_the_ui_never_shows_the_mongodb_password(tmp_path, monkeypatch, mongo_server):
+    """The job snapshot is what the UI renders (launchpad defaults, resource config); the run it
+    launches still imports into the configured server, whose password the snapshot hides."""
+    from urllib.parse import urlsplit
+
     from dagster._serdes import serialize_value
 
-    from core4_pipelines.project import project_definitions
+    from core4_pipelines.project import mongo_url_env_name, project_definitions
 
-    monkeypatch.setenv("CORE4_OPTION_DEFAULT__mongo_url", SECRET_URL)
+    password = urlsplit(mongo_server.url).password
+    database = f"secure_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("CORE4_OPTION_DEFAULT__mongo_url", mongo_server.url)
+    monkeypatch.setenv("CORE4_OPTION_DEFAULT__mongo_database", database)
+    monkeypatch.setenv(mongo_url_env_name("secure"), "")  # project_definitions sets it; restored after
     monkeypatch.setenv("CORE4_OPTION_folder__root", str(tmp_path / "root"))
     project_yaml = tmp_path / "secure.yaml"
     project_yaml.write_text("")
     defs = project_definitions("secure", jobs=[JOB], project_yaml=str(project_yaml))
     job = defs.resolve_job_def(JOB.name)
     shown = serialize_value(job.get_job_snapshot())
-    assert SECRET not in shown
-    # ...and the run the UI launches still reaches the configured server (it fails fast here).
-    result = job.execute_in_process(run_config=import_run_config(job, "20240101T000000-0123abcd"),
-                                    raise_on_error=False)
-    assert result.success  # an empty batch: nothing to do, no connection needed
+    assert password and password not in shown
+    # ...and the run the UI launches reaches the configured server: a real batch lands in it.
+    folders = make_folders(tmp_path / "root", "secure")
+    put(folders.proc_folder(), "a.csv", csv_rows(3))
+    (batch_id,) = claim_all(folders)
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(run_config=import_run_config(job, batch_id), instance=instance,
+                                        raise_on_error=False)
+        assert result.success, failure_text(result, job)
+        assert password not in event_log_text(instance, result.run_id)
+    with pymongo.MongoClient(mongo_server.url) as client:
+        try:
+            assert sorted(r["id"] for r in client[database]["things"].find()) == [0, 1, 2]
+        finally:
+            client.drop_database(database)
