@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from core4_pipelines.project import project_definitions, project_resources, project_settings
     from core4_pipelines.properties import job_properties
     from core4_pipelines.readers import read_csv
-    from core4_pipelines.runtime import core4_op, cookie, defer, insert, job_config, progress, set_source
+    from core4_pipelines.runtime import collection, core4_op, cookie, defer, insert, job_config, progress, set_source
     from core4_pipelines.sensors import proc_folder_sensor
     from core4_resources.folders import FolderResource
     from core4_resources.mongo import MongoResource
@@ -30,6 +30,7 @@ _EXPORTS = {
     "FolderResource": "core4_resources.folders",
     "ImportBatchConfig": "core4_pipelines.jobs",
     "MongoResource": "core4_resources.mongo",
+    "collection": "core4_pipelines.runtime",
     "cookie": "core4_pipelines.runtime",
     "core4_op": "core4_pipelines.runtime",
     "defer": "core4_pipelines.runtime",
@@ -53,6 +54,7 @@ __all__ = [
     "FolderResource",
     "ImportBatchConfig",
     "MongoResource",
+    "collection",
     "cookie",
     "core4_op",
     "defer",

@@ -19,7 +19,8 @@ COOKIE_COLLECTION = "sys.cookie"
 
 
 class Cookie:
-    """``get``/``set``/``inc``/``delete`` for the job ``job`` (its qualified name)."""
+    """``get``/``set``/``inc``/``dec``/``max``/``min``/``has_key``/``delete`` for the job ``job``
+    (its qualified name)."""
 
     def __init__(self, mongo: MongoResource, job: str, collection: str = COOKIE_COLLECTION):
         if not job:
@@ -86,14 +87,51 @@ class Cookie:
             self.mongo.raise_error(f"cookie of {self.job}: read failed", exc)
         return dict((document or {}).get("values") or {})
 
-    def set(self, key: str, value: Any) -> None:
-        self._update({"$set": {self._path(key): value}}, f"set {key!r}")
+    def set(self, *args: Any, **values: Any) -> None:
+        """``set(key, value)`` or ``set(key=value, other=value)``: one atomic update either way."""
+        if args:
+            if len(args) != 2 or values:
+                raise PipelineError(
+                    f"cookie of {self.job}: set takes (key, value) or key=value arguments, not both"
+                )
+            values = {args[0]: args[1]}
+        if not values:
+            raise PipelineError(f"cookie of {self.job}: set needs a key and a value")
+        update = {self._path(key): value for key, value in values.items()}
+        self._update({"$set": update}, f"set {', '.join(map(repr, values))}")
+
+    def has_key(self, key: str) -> bool:
+        """Whether ``key`` is stored (also when its value is None)."""
+        path = self._path(key)
+        try:
+            found = self.mongo.collection(self.collection_name).count_documents(
+                {"_id": self.job, path: {"$exists": True}}, limit=1
+            )
+        except PyMongoError as exc:
+            self.mongo.raise_error(f"cookie of {self.job}: has_key {key!r} failed", exc)
+        return found == 1
 
     def inc(self, key: str, by: float = 1) -> int | float:
         """Add ``by`` to ``key`` (a missing key counts as 0) and return the new value, atomically."""
         if isinstance(by, bool) or not isinstance(by, (int, float)):
             raise PipelineError(f"cookie of {self.job}: inc {key!r} by {by!r}: expected a number")
         document = self._update({"$inc": {self._path(key): by}}, f"inc {key!r}")
+        return document["values"][key]
+
+    def dec(self, key: str, by: float = 1) -> int | float:
+        """Subtract ``by`` from ``key`` (a missing key counts as 0) and return the new value."""
+        if isinstance(by, bool) or not isinstance(by, (int, float)):
+            raise PipelineError(f"cookie of {self.job}: dec {key!r} by {by!r}: expected a number")
+        return self.inc(key, -by)
+
+    def max(self, key: str, value: Any) -> Any:
+        """Keep the greater of the stored value and ``value`` (a missing key takes ``value``); returns it."""
+        document = self._update({"$max": {self._path(key): value}}, f"max {key!r}")
+        return document["values"][key]
+
+    def min(self, key: str, value: Any) -> Any:
+        """Keep the lesser of the stored value and ``value`` (a missing key takes ``value``); returns it."""
+        document = self._update({"$min": {self._path(key): value}}, f"min {key!r}")
         return document["values"][key]
 
     def delete(self, key: str) -> bool:

@@ -322,6 +322,20 @@ def insert(mongo, collection: str, documents: Iterable[Mapping[str, Any]], **opt
     return mongo.insert_stamped(collection, documents, source=current_source(), job_id=context.run_id, **options)
 
 
+def collection(mongo, name: str):
+    """The running job's collection ``name`` in ``mongo``'s database, every write stamped.
+
+    core4's job collections: inserts, replacements and updates (``bulk_write`` too)
+    carry ``_src`` (the current source) and ``_job_id`` (the run id); a write before
+    ``set_source`` is refused. ``mongo.collection(name)`` stays raw pymongo.
+    """
+    from core4_resources.mongo import StampedCollection
+
+    context = current_context()
+    run_id = context.run_id
+    return StampedCollection(mongo.collection(name), lambda: _current_source.get(run_id), run_id)
+
+
 # -- per-job configuration and cookie ------------------------------------------------------
 
 

@@ -333,19 +333,35 @@ class FolderResource(dg.ConfigurableResource):
         make_dirs(os.path.dirname(path), FOLDER_MODE)
         return path
 
-    def make_transfer(self, filename: str, base: str | None = None) -> str:
-        """Full path for ``filename`` in the transfer folder; parents created, the file not."""
-        return self._make(self.transfer_folder(base), filename)
+    def _make_new(self, folder: str, filename, what: str) -> str:
+        """``filename`` in ``folder``, or with None a fresh unique name not yet in it; not created."""
+        if filename is not None:
+            return self._make(folder, filename)
+        for _ in range(100):
+            path = self._make(folder, f"{what}-{uuid.uuid4().hex}")
+            if not os.path.lexists(path):
+                return path
+        raise FolderError(f"no unused name found in {folder}")  # pragma: no cover - 100 uuid4 collisions
 
-    def make_proc(self, filename: str, base: str | None = None) -> str:
-        """Full path for ``filename`` in the proc folder; parents created, the file not."""
-        return self._make(self.proc_folder(base), filename)
+    def make_transfer(self, filename: str | None = None, base: str | None = None) -> str:
+        """Full path for ``filename`` in the transfer folder, or a new unique name when None;
+        parents created, the file not."""
+        return self._make_new(self.transfer_folder(base), filename, "transfer")
 
-    def make_temp(self, filename: str | None = None) -> str:
-        """A path in the global temp folder; a fresh unique name when ``filename`` is None."""
-        if filename is None:
-            filename = uuid.uuid4().hex
-        return self._make(self._root("temp"), filename)
+    def make_proc(self, filename: str | None = None, base: str | None = None) -> str:
+        """Full path for ``filename`` in the proc folder, or a new unique name when None;
+        parents created, the file not."""
+        return self._make_new(self.proc_folder(base), filename, "proc")
+
+    def make_temp(self, filename: str | None = None, folder: bool = False) -> str:
+        """A path in the global temp folder; a fresh unique name when ``filename`` is None.
+        With ``folder=True`` the folder is created (0750): a fresh one, or ``filename``."""
+        if folder:
+            if filename is None:
+                return self.make_temp_folder()
+            path = self._make(self._root("temp"), filename)
+            return make_dirs(path, FOLDER_MODE)
+        return self._make_new(self._root("temp"), filename, "temp")
 
     def make_temp_folder(self) -> str:
         """Create and return a fresh folder inside the global temp folder."""

@@ -42,13 +42,18 @@ def counting():
     count_runs()
 
 
-def test_the_running_job_keeps_its_cookie_between_runs(mongo):
-    job = project_definitions("shopk", jobs=[counting]).resolve_job_def("counting")
+def outputs_of_runs(mongo, project: str, job: dg.JobDefinition, node: str, runs: int = 2) -> list:
+    """Run ``job`` of ``project`` ``runs`` times on one instance; the output of ``node`` per run."""
+    resolved = project_definitions(project, jobs=[job]).resolve_job_def(job.name)
     with dg.instance_for_test() as instance:
-        counts = [
-            job.execute_in_process(instance=instance, resources={"mongo": mongo}).output_for_node("count_runs")
-            for _ in range(2)
+        return [
+            resolved.execute_in_process(instance=instance, resources={"mongo": mongo}).output_for_node(node)
+            for _ in range(runs)
         ]
+
+
+def test_the_running_job_keeps_its_cookie_between_runs(mongo):
+    counts = outputs_of_runs(mongo, "shopk", counting, "count_runs")
     assert counts == [1, 2]
     assert Cookie(mongo, "shopk.counting").get("runs") == 2
 
@@ -93,3 +98,44 @@ def test_two_processes_incrementing_at_once_lose_no_count(mongo, tmp_path):
     assert Cookie(mongo, "shop.crawl").get("offset") == 2 * n
     seen = sorted(int(value) for out, _ in outputs for value in out.split())
     assert seen == list(range(1, 2 * n + 1)), "every inc returns its own new value"
+
+
+def test_set_many_dec_max_min_has_key(mongo):
+    jar = Cookie(mongo, "shop.marks")
+    assert jar.has_key("offset") is False
+    jar.set(offset=10, last="a.csv", empty=None)
+    assert jar.all() == {"offset": 10, "last": "a.csv", "empty": None}
+    assert jar.has_key("offset") and jar.has_key("empty"), "a key holding None is there"
+    assert jar.dec("offset") == 9 and jar.dec("offset", 4) == 5 and jar.dec("fresh") == -1
+    assert jar.max("offset", 3) == 5 and jar.max("offset", 8) == 8
+    assert jar.min("offset", 9) == 8 and jar.min("offset", 2) == 2
+    assert jar.max("high", 7) == 7 and jar.min("low", 7) == 7, "a missing key takes the value"
+    assert jar.max("seen", "2024-03-05") == "2024-03-05" and jar.max("seen", "2024-01-01") == "2024-03-05"
+    assert Cookie(mongo, "shop.marks").get("offset") == 2
+    for bad in (lambda: jar.set("a", 1, b=2), lambda: jar.set(), lambda: jar.set("a")):
+        with pytest.raises(PipelineError, match="set"):
+            bad()
+    with pytest.raises(PipelineError, match="expected a number"):
+        jar.dec("offset", "1")
+    with pytest.raises(PipelineError, match="not valid"):
+        jar.set(**{"a.b": 1})
+
+
+@dg.op
+def mark_runs(mongo: MongoResource) -> tuple:
+    jar = cookie(mongo)
+    first = not jar.has_key("left")
+    if first:
+        jar.set(left=3, best=0)
+    return first, jar.dec("left"), jar.max("best", 5 if first else 2)
+
+
+@dg.job
+def marking():
+    mark_runs()
+
+
+def test_the_running_job_counts_down_and_keeps_the_maximum(mongo):
+    results = outputs_of_runs(mongo, "shopm", marking, "mark_runs")
+    assert results == [(True, 2, 5), (False, 1, 5)]
+    assert Cookie(mongo, "shopm.marking").all() == {"left": 1, "best": 5}
