@@ -111,12 +111,14 @@ def cmd_workspace(args) -> int:
 
 
 def cmd_init(args) -> int:
-    from core4_pipelines.coco.scaffold import check_project_name, init_project
+    from core4_pipelines.coco.scaffold import check_project_name, configured_home, init_project, make_home
 
     check_project_name(args.name)  # before the configuration: a bad name is the first thing to say
-    home = args.home_dir or _home(_settings())
-    folder = init_project(args.name, home, venv=args.venv)
-    print(f"created {folder}")
+    home = args.home_dir
+    if not home:
+        make_home(configured_home())  # created first: the configuration accepts only an existing folder.home
+        home = _home(_settings())
+    init_project(args.name, home, venv=args.venv)  # says what it created, and what git did
     return 0
 
 
@@ -174,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="workspace.yaml")
     p.add_argument("--relative", action="store_true", help="write paths relative to the workspace file")
     p.set_defaults(run=cmd_workspace)
-    p = sub.add_parser("init", help="create a new project")
+    p = sub.add_parser("init", help="create a new project (and folder.home when missing); a git "
+                                     "repository with a first commit when git is there")
     p.add_argument("name")
     p.add_argument("--home", dest="home_dir", help="where to create it (default: folder.home)")
     p.add_argument("--venv", action="store_true", help="also create .venv with the framework and the project")

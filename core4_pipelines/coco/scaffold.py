@@ -5,8 +5,10 @@ from __future__ import annotations
 import keyword
 import os
 import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 
 from core4_pipelines.errors import ProjectError
 from core4_resources.moves import make_dirs, open_new_file
@@ -56,8 +58,37 @@ def _config_sections() -> list[str]:
     return list(read_yaml_file(PACKAGED_PATH, []) or ())
 
 
+def configured_home(environ: Mapping[str, str] | None = None) -> str | None:
+    """folder.home as the configuration sets it (packaged, local file, CORE4_OPTION_ variables),
+    whether or not that folder exists yet: loading the configuration insists that it does."""
+    from core4_resources.config_sources import PACKAGED_PATH, env_layers, local_config_path, read_yaml_file
+
+    environ = os.environ if environ is None else environ
+    errors: list[str] = []  # the configuration's own problems are load_config's to report
+    local = local_config_path(environ, errors)
+    layers = [read_yaml_file(PACKAGED_PATH, errors), read_yaml_file(local, errors) if local else None,
+              *(data for data, _ in env_layers(environ, errors))]
+    sections = [layer["folder"] for layer in layers if isinstance(layer, Mapping) and isinstance(
+        layer.get("folder"), Mapping) and "home" in layer["folder"]]
+    home = sections[-1]["home"] if sections else None
+    home = os.path.expanduser(home) if isinstance(home, str) else None
+    return os.path.normpath(home) if home and os.path.isabs(home) else None
+
+
+def make_home(home: str | None, say: Callable[[str], None] = print) -> str | None:
+    """Create folder.home (0750, with all missing parents) when it is missing, saying so."""
+    if home and os.path.isabs(home) and not os.path.isdir(home):
+        make_dirs(home)  # a file of that name is a FolderError naming it
+        say(f"created folder.home {home}")
+    return home
+
+
 def _files(name: str) -> dict[str, str]:
     return {
+        ".gitignore": """.venv/
+__pycache__/
+*.egg-info/
+""",
         "README.md": f"""# {name}
 
 A core4 pipelines project. Put files matching `.*\\.csv` into its proc
@@ -174,11 +205,13 @@ def test_a_csv_file_in_proc_is_imported_into_records_and_archived(tmp_path, mong
     }
 
 
-def init_project(name: str, home: str, venv: bool = False, framework_source: str | None = None) -> str:
-    """Create ``<home>/<name>``; refuses to overwrite anything. Returns the project folder."""
+def init_project(name: str, home: str, venv: bool = False, framework_source: str | None = None,
+                 say: Callable[[str], None] = print, git: bool = True) -> str:
+    """Create ``<home>/<name>`` (and ``home`` when missing); refuses to overwrite anything.
+    With ``git`` and git on PATH the project becomes its own repository with a first commit of
+    the files written here. ``say`` gets what an operator should read. Returns the project folder."""
     check_project_name(name)
-    if not os.path.isdir(home):
-        raise ProjectError(f"home {home!r} is not a directory; create it or pass --home")
+    home = make_home(os.path.abspath(home), say)
     folder = os.path.join(home, name)
     files = _files(name)
     existing = [rel for rel in files if os.path.exists(os.path.join(folder, rel))]
@@ -189,9 +222,77 @@ def init_project(name: str, home: str, venv: bool = False, framework_source: str
         make_dirs(os.path.dirname(path))
         with open_new_file(path) as handle:  # 0640 and 0750 exactly, whatever the umask
             handle.write(text.encode("utf-8"))
+    say(f"created {folder}")
+    if git:
+        make_repository(folder, list(files), f"coco init {name}", say)
     if venv:
         make_venv(folder, framework_source)
     return folder
+
+
+GIT_FALLBACK_USER = {"user.name": "coco", "user.email": "coco@localhost"}
+# Variables that would point git at another repository than the project's.
+_GIT_LOCATION_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
+                     "GIT_NAMESPACE", "GIT_PREFIX")
+
+
+def make_repository(folder: str, files: list[str], message: str, say: Callable[[str], None] = print) -> bool:
+    """``git init`` in ``folder`` and a first commit of ``files`` (relative to it). True when done.
+
+    Git missing, ``folder`` already a repository's top, or a failing git command: the files stay
+    as they are, ``say`` tells why, and a ``.git`` made here is removed again, so the project is
+    either a repository with its first commit or no repository at all. Inside another repository
+    the project still becomes its own (nested) repository. The author and committer are git's
+    usual ones (environment, then configuration); when git has none configured, ``coco`` and
+    ``coco@localhost`` are passed with ``-c`` for this commit only, never written to a config."""
+    git = shutil.which("git")
+    if git is None:
+        say("git not found: the project is not a repository")
+        return False
+    if os.path.exists(os.path.join(folder, ".git")):
+        say(f"{folder} is already a git repository: the new files are left uncommitted")
+        return False
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_ENV}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run([git, *args], cwd=folder, env=env, capture_output=True, text=True,
+                                  stdin=subprocess.DEVNULL, timeout=120, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:  # a broken git is a failed step, not a crash
+            return subprocess.CompletedProcess([git, *args], -1, "", str(exc))
+
+    outer = run("-C", os.path.dirname(folder), "rev-parse", "--show-toplevel")
+    if outer.returncode == 0 and outer.stdout.strip():
+        say(f"{os.path.dirname(folder)} is inside the git repository {outer.stdout.strip()}: "
+            "the project becomes its own repository in it")
+    for name, args in (("init", ["init", "-q"]), ("add", ["add", "--", *files]), ("commit", None)):
+        if args is None:  # the identity check needs the new repository's configuration
+            overrides = [arg for key, value in GIT_FALLBACK_USER.items() if not _git_knows(run, env, key)
+                         for arg in ("-c", f"{key}={value}")]
+            if overrides:
+                say("git has no user configured: the first commit is by coco <coco@localhost> "
+                    "(for this commit only; set git config user.name and user.email for your own)")
+            args = [*overrides, "commit", "-q", "-m", message]
+        done = run(*args)
+        if done.returncode != 0:
+            shutil.rmtree(os.path.join(folder, ".git"), ignore_errors=True)
+            reason = (done.stderr or done.stdout).strip().splitlines()
+            say(f"git {name} failed (exit {done.returncode}{': ' + reason[-1] if reason else ''}): "
+                "the project's files are written, but it is not a repository")
+            return False
+    say(f"git: {folder} is a repository with a first commit ({message!r})")
+    return True
+
+
+def _git_knows(run, env: dict, key: str) -> bool:
+    """Whether git has ``user.name`` / ``user.email`` for a commit (environment or configuration)."""
+    field = key.split(".")[1].upper()
+    if env.get(f"GIT_AUTHOR_{field}") and env.get(f"GIT_COMMITTER_{field}"):
+        return True
+    if key == "user.email" and env.get("EMAIL"):
+        return True
+    return bool(run("config", "--get", key).stdout.strip())
 
 
 def make_venv(folder: str, framework_source: str | None = None) -> str:
