@@ -23,7 +23,7 @@ from .config_sources import (
     local_config_path, packaged_source, read_yaml_file,
 )
 from .errors import ConfigError
-from .job_properties import STRICT, JobProperties
+from .job_properties import PROPERTY_NAMES, STRICT, JobProperties
 from .job_properties import expected as expected_text
 
 __all__ = ["load_config", "mask_url", "Settings", "FolderSettings", "JobSection",
@@ -308,7 +308,7 @@ def load_config(project: str | None = None, *, project_yaml: str | os.PathLike |
         if project_path is not None:
             project_data = read_yaml_file(project_path, errors, "a mapping (the project's settings)")
 
-    cascade = Cascade(schema, project, default_sections=("logging",))
+    cascade = Cascade(schema, project, default_sections=("logging",), job_keys=PROPERTY_NAMES)
     cascade.add(schema, packaged_source())
     if project_data is not None:
         cascade.add({project: project_data}, file_source(project_path))

@@ -6,7 +6,9 @@ Typing and value checks happen later, in config.py; this module only knows which
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,12 @@ CONFIG_VAR = "CORE4_CONFIG"
 ENV_PREFIX = "CORE4_OPTION_"
 DEFAULT = "DEFAULT"
 JOBS = "jobs"
+# core4's own names for keys of ours: (section, core4's key) -> our key
+ALIASES = {("folder", "process"): "proc"}
+_ALIASED = {(section, ours) for (section, _), ours in ALIASES.items()}
+MONGO_SCHEMES = ("mongodb://", "mongodb+srv://")
+_MODULE = re.compile(r"^[a-z_][a-z0-9_]*$")
+_CLASS = re.compile(r"^[A-Z][A-Za-z0-9_]*[a-z][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,11 @@ def env_source(name: str) -> Source:
 def packaged_source() -> Source:
     label = f"packaged defaults ({PACKAGED_PATH})"
     return Source(label, f"in {label}")
+
+
+def alias_source(alias: str, origin: Source) -> Source:
+    """The source of a value set under core4's name ``alias`` for one of our keys."""
+    return Source(f"as core4's {alias} from {origin.label}", f"(core4's {alias}) {origin.where}")
 
 
 def default_source(origin: Source) -> Source:
@@ -93,6 +106,20 @@ class _StrictLoader(yaml.SafeLoader):
                         None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
                 seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+def _connect(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    """core4's ``!connect`` tag: here a MongoDB URL string."""
+    value = loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else None
+    if not isinstance(value, str) or not value.startswith(MONGO_SCHEMES):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"!connect (core4's connection tag) expects a MongoDB URL such as "
+            f"mongodb://user:password@host:27017, got {value if value is not None else node.id!r}: "
+            f"write the URL after !connect (or drop the tag)", node.start_mark)
+    return value
+
+
+_StrictLoader.add_constructor("!connect", _connect)
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int | None], first_alias) -> int:
@@ -211,12 +238,15 @@ class Cascade:
 
     Keys of the packaged sections are fixed by `schema`. A top-level key that is no section is
     the loaded project's section (free keys, DEFAULT, jobs.<job>) or, decided at `finish`, another
-    project's section (checked, then dropped); anything else is an unknown key.
+    project's section (checked, then dropped); anything else is an unknown key. core4's names
+    (ALIASES, e.g. folder.process) are read as ours; a core4 job section (project.module.Class)
+    and a jobs.<job> key close to a job property are errors.
     """
 
     def __init__(self, schema: Mapping[str, Mapping], project: str | None,
-                 default_sections: tuple[str, ...] = ()):
+                 default_sections: tuple[str, ...] = (), job_keys: tuple[str, ...] = ()):
         self.schema = schema
+        self.job_keys = job_keys  # the job properties: a jobs.<job> key close to one is a typo
         self.project = project
         self.default_keys = tuple(schema[DEFAULT])
         self.default_sections = default_sections  # sections that may set DEFAULT keys themselves
@@ -224,6 +254,7 @@ class Cascade:
         self.sources: dict[str, Source] = {}
         self.errors: list[str] = []
         self._pending: list[tuple[Any, Any, Source]] = []
+        self._named: dict[str, dict[str, Source]] = {}  # key with a core4 alias -> name used -> source
 
     def add(self, data: Mapping, source: Source) -> None:
         for key, value in data.items():
@@ -236,7 +267,14 @@ class Cascade:
 
     def finish(self, is_project_folder: Callable[[str], bool], home: str | None) -> None:
         """Decide the top-level keys that are no section, now that folder.home is known."""
+        for ours, used in self._named.items():
+            if len(used) > 1:
+                (alias, alias_src), (_, own_src) = sorted(used.items(), key=lambda i: i[0] == ours)
+                self.errors.append(f"{ours} {own_src.where} and {alias} {alias_src.where} are both set: "
+                                   f"{alias} is core4's name for {ours}; keep one of them")
         for key, value, source in self._pending:
+            if isinstance(key, str) and "." in key and self._core4_job((), key, value, source):
+                continue
             if isinstance(key, str) and is_project_folder(key):
                 self._project({}, {}, key, value, source)  # checked for errors, not kept
                 continue
@@ -251,7 +289,36 @@ class Cascade:
         allowed = list(self.schema[name])
         if name in self.default_sections:
             allowed += [k for k in self.default_keys if k not in allowed]
+        if isinstance(value, Mapping):
+            value = self._aliased(name, value, source)
         self._keyed((name,), value, source, allowed)
+
+    def _aliased(self, name: str, value: Mapping, source: Source) -> dict:
+        """``value`` without core4's names for our keys, which are set here under ours."""
+        plain = {}
+        for key, leaf in value.items():
+            ours = ALIASES.get((name, key))
+            if ours is not None:
+                self._named.setdefault(f"{name}.{ours}", {})[f"{name}.{key}"] = source
+                _set(self.tree, self.sources, (name, ours), leaf, alias_source(f"{name}.{key}", source))
+                continue
+            if (name, key) in _ALIASED and source.label != packaged_source().label:
+                self._named.setdefault(f"{name}.{key}", {})[f"{name}.{key}"] = source
+            plain[key] = leaf
+        return plain
+
+    def _core4_job(self, path: tuple[str, ...], key: str, value: Any, source: Source) -> bool:
+        """A section shaped like core4's job section ``project.module.Class`` (a mapping with a job
+        property) at ``path + key``: an error naming the new place; True when it was one."""
+        parts = [*path, *key.split(".")]
+        if not (len(parts) >= 3 and _CLASS.match(parts[-1]) and all(_MODULE.match(p) for p in parts[1:-1])
+                and isinstance(value, Mapping) and any(k in self.job_keys for k in value)):
+            return False
+        dotted, project = ".".join(parts), parts[0]
+        self.errors.append(f"'{dotted}' {source.where} is a core4 job section (project.module.Class): "
+                           f"here a job's settings are {project}.{JOBS}.<job>, <job> being the Dagster "
+                           f"job's name (coco jobs {project}); move its keys there")
+        return True
 
     def _keyed(self, path: tuple[str, ...], value: Any, source: Source, allowed,
                tree=None, sources=None) -> None:
@@ -288,7 +355,7 @@ class Cascade:
                 self._keyed(path, item, source, self.default_keys, tree, sources)
             elif key == JOBS:
                 self._jobs(tree, sources, path, item, source)
-            else:
+            elif not self._core4_job((name,), key, item, source):
                 self._free(tree, sources, path, item, source)
 
     def _jobs(self, tree, sources, path, value, source) -> None:
@@ -306,7 +373,22 @@ class Cascade:
                 self.errors.append(f"{'.'.join(path + (job,))} {source.where}: expected a "
                                    f"mapping of the job's settings, got {_kind(settings)}")
             else:
-                self._free(tree, sources, path + (job,), settings or {}, source)
+                self._free(tree, sources, path + (job,), self._no_typos(path + (job,), settings or {}, source),
+                           source)
+
+    def _no_typos(self, path: tuple[str, ...], settings: Mapping, source: Source) -> dict:
+        """``settings`` without (and an error for) each key that is no job property but close to one:
+        its other keys are the job's own settings, which only the job knows."""
+        kept = {}
+        for key, value in settings.items():
+            close = difflib.get_close_matches(key, self.job_keys, 1, 0.8) if isinstance(key, str) else []
+            if close and key not in self.job_keys:
+                self.errors.append(f"unknown key '{'.'.join(path)}.{key}' {source.where}: no job property; "
+                                   f"did you mean {close[0]}? (job properties: {_names(self.job_keys)}; "
+                                   f"other keys are the job's own settings: rename it)")
+            else:
+                kept[key] = value
+        return kept
 
     def _free(self, tree, sources, path, value, source) -> None:
         """Free keys: mappings merge key by key, anything else replaces what was there."""
@@ -316,6 +398,8 @@ class Cascade:
         _container(tree, sources, path)
         for key, item in value.items():
             if isinstance(key, str):
+                if path[1:2] != (JOBS,) and self._core4_job(path, key, item, source):
+                    continue
                 self._free(tree, sources, path + (key,), item, source)
             else:
                 self._bad_key(".".join(path), key, source)
