@@ -329,7 +329,7 @@ def collection(mongo, name: str):
     carry ``_src`` (the current source) and ``_job_id`` (the run id); a write before
     ``set_source`` is refused. ``mongo.collection(name)`` stays raw pymongo.
     """
-    from core4_resources.mongo import StampedCollection
+    from core4_resources.stamped import StampedCollection
 
     context = current_context()
     run_id = context.run_id

@@ -55,10 +55,10 @@ def _instance_or_none(context: dg.SensorEvaluationContext) -> dg.DagsterInstance
 
 def _retry_settings(context: dg.SensorEvaluationContext, job: dg.JobDefinition) -> tuple[int, float]:
     """(runs per batch, seconds between them) from the job's core4 attempts and error_time."""
-    values = {}
     try:
-        values = resolved_properties(context.repository_def.get_job(job.name))
-    except Exception:  # no repository in a unit test; the job as declared then
+        repository = context.repository_def
+        values = resolved_properties(repository.get_job(job.name)) if repository else declared_properties(job)
+    except dg.DagsterInvariantViolationError:  # no repository in a unit test: the job as declared
         values = declared_properties(job)
     attempts = max(MIN_BATCH_RUNS, int(values.get("attempts") or 1))
     return attempts, float(values.get("error_time", FALLBACK_ERROR_TIME))

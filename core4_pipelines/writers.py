@@ -82,9 +82,6 @@ class StabilityTracker:
     def forget(self, name: str) -> None:
         self._seen.pop(name, None)
 
-    def __len__(self) -> int:
-        return len(self._seen)
-
 
 _trackers: dict[tuple[str, str], StabilityTracker] = {}
 _trackers_lock = threading.Lock()

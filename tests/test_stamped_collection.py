@@ -10,7 +10,8 @@ from core4_pipelines import collection as exported_collection
 from core4_pipelines.project import project_definitions
 from core4_pipelines.runtime import collection, set_source
 from core4_resources.errors import MongoError
-from core4_resources.mongo import MongoResource, StampedCollection
+from core4_resources.mongo import MongoResource
+from core4_resources.stamped import StampedCollection
 
 
 @dg.op
