@@ -6,12 +6,7 @@ half-written file. An existing target is never replaced unless asked for. A
 copy-move killed after its copy was installed is finished, not repeated, by the
 next move of the same source (a hidden ``.moving`` marker beside the source).
 
-Names are bytes to the OS: any bytes but "/" and NUL, at most 255 of them
-(``NAME_MAX``). Every name made here from another one stays within that:
-hidden in-flight names cut the name (their random or hash part keeps them
-apart), visible derived names (``<name>.gz``, ``<name>.reason.txt``, numbered
-copies) go through :func:`derived_name`. A name that is not UTF-8 arrives as
-a ``str`` with surrogate escapes; :func:`printable_name` shows it in text.
+Names stay within the OS's 255 bytes and print readably: see ``names.py``.
 Every folder made here is ``0o750`` and every file ``0o640``, whatever the umask.
 """
 
@@ -20,15 +15,26 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import hashlib
 import json
 import os
-import re
 import shutil
-import uuid
 from typing import BinaryIO, Callable
 
 from core4_resources.errors import FolderError, SourceMissingError
+from core4_resources.names import (
+    MOVE_MARKER_SUFFIX,
+    NAME_MAX,
+    byte_length,
+    derived_name,
+    download_temp_name,
+    hidden_temp_name,
+    is_hidden,
+    is_move_marker,
+    is_partial_copy,
+    move_marker_path,
+    printable_name,
+    split_extension,
+)
 
 __all__ = [
     "CONFLICT_POLICIES", "FILE_MODE", "FOLDER_MODE", "MOVE_MARKER_SUFFIX", "NAME_MAX",
@@ -41,21 +47,9 @@ __all__ = [
 
 CONFLICT_POLICIES = ("rename", "replace", "fail")
 COPY_CHUNK = 1024 * 1024
-# Suffixes kept together with the one before them when numbering a conflict:
-# "a.csv.gz" becomes "a.1.csv.gz", so patterns on ".csv.gz" still match.
-_COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz", ".zst", ".lz4"}
 _MAX_CONFLICT_NUMBER = 100_000
 FOLDER_MODE = 0o750
 FILE_MODE = 0o640
-# The longest file name (in bytes) Linux filesystems accept.
-NAME_MAX = 255
-# An extension longer than this is not kept when a name is shortened.
-_MAX_KEPT_EXTENSION = 32
-# Beside the source of a copy-move while its copy is installed: ".<name>.<hash>.moving".
-MOVE_MARKER_SUFFIX = ".moving"
-_PARTIAL_COPY = re.compile(r"^\..+\.(?:[0-9a-f]{12}|[0-9]+\.download)\.part$", re.DOTALL)
-_MOVE_MARKER = re.compile(r"^\..+\.[0-9a-f]{8}" + re.escape(MOVE_MARKER_SUFFIX) + "$", re.DOTALL)
-
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 
@@ -72,105 +66,6 @@ def _load_renameat2():
 
 
 _renameat2 = _load_renameat2()
-
-
-def is_hidden(name: str) -> bool:
-    """True for names starting with "." (in-flight files, batch folders)."""
-    return os.path.basename(name).startswith(".")
-
-
-# -- names: within NAME_MAX bytes, readable in text ------------------------------------------
-
-
-def printable_name(name: str | bytes | os.PathLike) -> str:
-    """``name`` (or a path, or any text holding one) as valid UTF-8 text for messages and logs.
-
-    Bytes that are not UTF-8 (surrogate escapes in a ``str`` from the OS) are
-    shown as ``\\xNN``: ``b"caf\\xe9.csv"`` and ``"caf\\udce9.csv"`` both give ``caf\\xe9.csv``.
-    """
-    name = os.fspath(name) if isinstance(name, os.PathLike) else name
-    if isinstance(name, str):
-        try:
-            name = name.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:  # a surrogate no file name can hold: show it escaped
-            return name.encode("utf-8", "backslashreplace").decode("utf-8")
-    return bytes(name).decode("utf-8", "backslashreplace")
-
-
-def _size(text: str) -> int:
-    return len(os.fsencode(text))
-
-
-def _cut(text: str, budget: int) -> str:
-    """The longest start of ``text`` that is at most ``budget`` bytes; never half a character."""
-    if _size(text) <= budget:
-        return text
-    used = 0
-    for position, char in enumerate(text):
-        used += _size(char)
-        if used > budget:
-            return text[:position]
-    return text
-
-
-def _name_hash(name: str) -> str:
-    return hashlib.sha1(os.fsencode(name)).hexdigest()[:8]
-
-
-def _split_extension(name: str) -> tuple[str, str]:
-    """``("a", ".csv")`` for ``a.csv``; a compression suffix keeps the one before it: ``.csv.gz``."""
-    stem, ext = os.path.splitext(name)
-    if ext in _COMPRESSION_SUFFIXES:
-        inner_stem, inner_ext = os.path.splitext(stem)
-        if inner_ext:
-            stem, ext = inner_stem, inner_ext + ext
-    return stem, ext
-
-
-def derived_name(name: str, suffix: str = "") -> str:
-    """``name + suffix``, shortened to at most ``NAME_MAX`` bytes when it is longer.
-
-    A shortened name keeps the start of the stem and the extension and gets a
-    hash of the whole ``name``: ``<start>~<8 hex><ext><suffix>`` (e.g. a 254-byte
-    ``x...x.csv`` with ``.gz`` becomes ``x...x~1a2b3c4d.csv.gz``). The same name
-    always gives the same result, so a retry derives the same name.
-    """
-    whole = name + suffix
-    if _size(whole) <= NAME_MAX:
-        return whole
-    stem, ext = _split_extension(name)
-    if _size(ext) > _MAX_KEPT_EXTENSION:
-        stem, ext = name, ""
-    tail = f"~{_name_hash(name)}{ext}{suffix}"
-    room = NAME_MAX - _size(tail)
-    if room < 1:
-        raise FolderError(f"suffix={printable_name(suffix)!r} leaves no room for a file name")
-    return _cut(stem, room) + tail
-
-
-def _hidden_name(name: str, tag: str) -> str:
-    """``.<name>.<tag>``, the name cut so that the whole is at most ``NAME_MAX`` bytes."""
-    return f".{_cut(name, NAME_MAX - 2 - _size(tag))}.{tag}"
-
-
-def hidden_temp_name(name: str) -> str:
-    """The in-flight name of ``name``: ``.<name>.<12 random hex>.part`` (the name cut to fit)."""
-    return _hidden_name(name, f"{uuid.uuid4().hex[:12]}.part")
-
-
-def download_temp_name(name: str, pid: int | None = None) -> str:
-    """The in-flight name of a download of ``name``: ``.<name>.<pid>.download.part`` (cut to fit)."""
-    return _hidden_name(name, f"{os.getpid() if pid is None else pid}.download.part")
-
-
-def is_partial_copy(name: str) -> bool:
-    """True for the names of :func:`hidden_temp_name` and :func:`download_temp_name`."""
-    return _PARTIAL_COPY.match(os.path.basename(name)) is not None
-
-
-def is_move_marker(name: str) -> bool:
-    """True for the names of :func:`move_marker_path`."""
-    return _MOVE_MARKER.match(os.path.basename(name)) is not None
 
 
 # -- files and folders with exact modes -------------------------------------------------------
@@ -260,7 +155,7 @@ def make_dirs(path: str, mode: int = FOLDER_MODE) -> str:
 def _numbered_names(name: str):
     """``name``, then ``stem.1.ext``, ``stem.2.ext``, ... (each shortened when too long)."""
     yield name
-    stem, ext = _split_extension(name)
+    stem, ext = split_extension(name)
     for number in range(1, _MAX_CONFLICT_NUMBER):
         yield derived_name(f"{stem}.{number}{ext}")
 
@@ -311,7 +206,7 @@ def _check_name(name: str, source: str) -> None:
         raise FolderError(
             f"name={printable_name(name)!r} (for source {printable_name(source)!r}) is not a plain file name"
         )
-    if _size(name) > NAME_MAX:
+    if byte_length(name) > NAME_MAX:
         raise FolderError(
             f"name={printable_name(name)!r} (for source {printable_name(source)!r}) is longer than "
             f"{NAME_MAX} bytes; pass a shorter name (derived_name() shortens one)"
@@ -437,13 +332,6 @@ def _still_there(source: str, copied: os.stat_result) -> bool:
     except FileNotFoundError:
         return False
     return (now.st_dev, now.st_ino) == (copied.st_dev, copied.st_ino)
-
-
-def move_marker_path(source: str) -> str:
-    """The hidden marker beside ``source`` that records its copy while being installed:
-    ``.<name, cut to fit>.<hash of the whole name>.moving``."""
-    folder, name = os.path.split(os.path.abspath(source))
-    return os.path.join(folder, _hidden_name(name, _name_hash(name) + MOVE_MARKER_SUFFIX))
 
 
 def marker_source(marker: str) -> str | None:
