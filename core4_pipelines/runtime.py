@@ -138,43 +138,50 @@ def _after_failure(exc: Exception) -> dg.RetryRequested | None:
     return dg.RetryRequested(max_retries=attempts - 1 + deferred, seconds_to_wait=error_time)
 
 
+def core4_compute(fn: Callable) -> Callable:
+    """``fn`` with core4's failure handling: retried per the job's ``attempts``/``error_time``
+    (launch tags included), :func:`defer` using no attempt. For a body handed to ``dg.op``
+    or ``dg.multi_asset``; :func:`core4_op` is the common case."""
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise PipelineError(f"core4_op {fn.__name__}: async ops are not supported; use dg.op")
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return (yield from fn(*args, **kwargs))
+            except dg.RetryRequested:
+                raise
+            except Exception as exc:
+                retry = _after_failure(exc)
+                if retry is None:
+                    raise
+                raise retry from exc
+    else:
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except dg.RetryRequested:
+                raise
+            except Exception as exc:
+                retry = _after_failure(exc)
+                if retry is None:
+                    raise
+                raise retry from exc
+
+    setattr(wrapper, _MARKER, True)
+    return wrapper
+
+
 def core4_op(fn: Callable | None = None, **op_kwargs: Any):
     """``dg.op`` whose failures are retried per the job's ``attempts``/``error_time`` (launch tags
     included), with :func:`defer` using no attempt. Takes the same arguments as ``dg.op``.
     """
 
     def decorate(fn: Callable) -> dg.OpDefinition:
-        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
-            raise PipelineError(f"core4_op {fn.__name__}: async ops are not supported; use dg.op")
-        if inspect.isgeneratorfunction(fn):
-
-            @functools.wraps(fn)
-            def wrapper(*args, **kwargs):
-                try:
-                    return (yield from fn(*args, **kwargs))
-                except dg.RetryRequested:
-                    raise
-                except Exception as exc:
-                    retry = _after_failure(exc)
-                    if retry is None:
-                        raise
-                    raise retry from exc
-        else:
-
-            @functools.wraps(fn)
-            def wrapper(*args, **kwargs):
-                try:
-                    return fn(*args, **kwargs)
-                except dg.RetryRequested:
-                    raise
-                except Exception as exc:
-                    retry = _after_failure(exc)
-                    if retry is None:
-                        raise
-                    raise retry from exc
-
-        setattr(wrapper, _MARKER, True)
-        return dg.op(**op_kwargs)(wrapper)
+        return dg.op(**op_kwargs)(core4_compute(fn))
 
     return decorate(fn) if fn is not None else decorate
 
