@@ -38,6 +38,10 @@ class ScanResult:
     not_regular: int = 0
     hidden: int = 0
     ready_total: int = 0
+    # Every matching visible regular file (the inbox's backlog), young or ready.
+    waiting: int = 0
+    waiting_bytes: int = 0
+    oldest_mtime: float | None = None
 
 
 @dataclass
@@ -115,6 +119,10 @@ def scan_ready(
                 stat = entry.stat(follow_symlinks=False)
             except FileNotFoundError:  # gone between listing and stat: someone else took it
                 continue
+            result.waiting += 1
+            result.waiting_bytes += stat.st_size
+            if result.oldest_mtime is None or stat.st_mtime < result.oldest_mtime:
+                result.oldest_mtime = stat.st_mtime
             if tracker is not None:
                 present.add(name)
                 if not tracker.stable(name, file_state(stat), now, min_age_seconds):
