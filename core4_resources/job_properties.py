@@ -91,6 +91,8 @@ class JobProperties(BaseModel):
     chain: Annotated[tuple[str, ...], BeforeValidator(_names(_CHAIN_ENTRY, CHAIN))] = Field(
         (), description=CHAIN)
     tag: Annotated[tuple[str, ...], BeforeValidator(_names(_TAG_NAME, TAG))] = Field((), description=TAG)
+    # An import's collection asset is overdue when not materialized for this many seconds.
+    freshness: float | None = Field(None, gt=0)
 
 
 PROPERTY_NAMES = tuple(JobProperties.model_fields)
