@@ -27,7 +27,7 @@ from .job_properties import PROPERTY_NAMES, STRICT, JobProperties
 from .job_properties import expected as expected_text
 
 __all__ = ["load_config", "mask_url", "Settings", "FolderSettings", "JobSection",
-           "LoggingSettings", "DagsterSettings", "ProjectSettings", "DefaultSettings"]
+           "LoggingSettings", "DagsterSettings", "EmbeddedSettings", "ProjectSettings", "DefaultSettings"]
 
 # userinfo up to the last "@" of the authority; the fallback covers an unencoded "/" in a password
 _URL_CREDENTIALS = (
@@ -121,6 +121,13 @@ class DefaultSettings(_Frozen):
         return value
 
 
+class EmbeddedSettings(_Frozen):
+    """The ``embedded`` section: the embedded MongoDB used when no mongo_url is configured."""
+
+    port: int | None = Field(None, ge=1, le=65535,
+                             description="a TCP port (1-65535), or ~ (picked once, then kept under folder.root)")
+
+
 _LEVELS = ("CRITICAL", "DEBUG", "ERROR", "INFO", "WARNING")
 
 
@@ -182,6 +189,7 @@ class Settings(_Frozen):
     job: JobSection
     logging: LoggingSettings
     dagster: DagsterSettings
+    embedded: EmbeddedSettings = EmbeddedSettings()
     project: ProjectSettings | None = None
     sources: Mapping[str, str] = Field(default_factory=dict)
 
@@ -189,7 +197,7 @@ class Settings(_Frozen):
         """Dotted key (as written in YAML / env) -> value; the keys of `sources`."""
         out: dict[str, Any] = {f"{DEFAULT}.mongo_url": self.mongo_url,
                                f"{DEFAULT}.mongo_database": self.mongo_database}
-        for section in ("folder", "job", "logging", "dagster"):
+        for section in ("folder", "job", "logging", "dagster", "embedded"):
             model = getattr(self, section)
             for key, value in model:
                 if key in model.model_fields_set:  # job: not the properties only a job declares
@@ -332,6 +340,7 @@ def _build(cascade: Cascade, project: str | None, errors: list[str]) -> Settings
     folder = validate(FolderSettings, tree["folder"], "folder")
     job = validate(JobSection, tree["job"], "job")
     dagster = validate(DagsterSettings, tree["dagster"], "dagster")
+    embedded = validate(EmbeddedSettings, tree["embedded"], "embedded")
     defaults = validate(DefaultSettings, tree[DEFAULT], DEFAULT)
     logging_raw = tree["logging"]
     logging_base = validate(LoggingSettings, {k: v for k, v in logging_raw.items()
@@ -368,6 +377,7 @@ def _build(cascade: Cascade, project: str | None, errors: list[str]) -> Settings
             options={k: v for k, v in section.items() if k not in (DEFAULT, JOBS, *default_keys)})
     settings = Settings(folder=folder, mongo_url=defaults.mongo_url,
                         mongo_database=defaults.mongo_database, job=job,
-                        logging=logging_settings, dagster=dagster, project=project_settings)
+                        logging=logging_settings, dagster=dagster, embedded=embedded,
+                        project=project_settings)
     labels = {key: sources[key].label for key in settings.flat(masked=False)}
     return settings.model_copy(update={"sources": labels})
