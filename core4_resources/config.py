@@ -160,6 +160,7 @@ class LoggingSettings(_Frozen):
 class DagsterSettings(_Frozen):
     host: str
     port: int = Field(ge=1, le=65535)
+    max_concurrent_runs: int = Field(ge=1, le=1000)
     home: str | None = Field(description="an absolute path, or ~ (<folder.root>/dagster)")
     postgres_url: str | None
 

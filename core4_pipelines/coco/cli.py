@@ -196,9 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300.0, help=timeout_help)
     p.set_defaults(run=cmd_demo)
     # Commands that live beside their implementation: operations on runs, and the clean-up sweep.
-    from core4_pipelines.coco import clean, operate
+    from core4_pipelines.coco import clean, control, info, operate
 
     operate.add_commands(sub)
+    control.add_commands(sub)
+    info.add_commands(sub)
     clean.add_commands(sub)
     return parser
 

@@ -116,6 +116,7 @@ def write_instance(settings: Settings, *, job_limits: Mapping[str, int] | None =
     home = dagster_home(settings)
     make_dirs(home)
     options.setdefault("zombie_time", settings.job.zombie_time)
+    options.setdefault("max_concurrent_runs", settings.dagster.max_concurrent_runs)
     options.setdefault("python_logs", python_logs_config(settings.logging))
     config = instance_config(home, postgres=bool(settings.dagster.postgres_url), job_limits=job_limits, **options)
     text = "# Written by coco from the core4 configuration; edits are overwritten.\n"

@@ -218,13 +218,13 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _api(args) -> DagsterAPI:
+    """--url, else where the running `coco serve` recorded it serves, else dagster.host/port."""
     if args.url:
         return DagsterAPI(args.url)
+    from core4_pipelines.coco.state import served_url
     from core4_resources.config import load_config
 
-    dagster = load_config().dagster
-    host = "127.0.0.1" if dagster.host in ("0.0.0.0", "::", "") else dagster.host
-    return DagsterAPI(f"http://[{host}]:{dagster.port}" if ":" in host else f"http://{host}:{dagster.port}")
+    return DagsterAPI(served_url(load_config())[0])
 
 
 def _tags(items: Iterable[str]) -> dict[str, str]:
@@ -277,6 +277,8 @@ def cmd_runs(args) -> int:
     return 0
 
 
+URL_HELP = "the Dagster webserver (default: where `coco serve` serves, else http://127.0.0.1:<dagster.port>)"
+
 # How long `coco kill` waits for a starting run to be running (then stoppable the safe way).
 STARTING_WAIT_SECONDS = 30.0
 
@@ -309,15 +311,41 @@ def _left_starting(api: DagsterAPI, run_id: str, timeout: float = STARTING_WAIT_
     return False
 
 
+def _is_job(target: str) -> bool:
+    return "." in target  # run ids are hex and dashes; PROJECT.JOB has its dot
+
+
 def cmd_kill(args) -> int:
     api = _api(args)
-    print(kill(api, api.resolve_run_id(args.run_id)))
+    if not _is_job(args.run_id):
+        print(kill(api, api.resolve_run_id(args.run_id)))
+        return 0
+    split_job(args.run_id)
+    runs = api.runs(statuses=IN_PROGRESS, tags={JOB_TAG: args.run_id}, limit=10000)
+    if not runs:
+        print(f"{args.run_id}: no queued or running run")
+    for run in runs:
+        try:
+            print(kill(api, run["runId"]))
+        except OperateError as exc:  # it finished meanwhile
+            print(exc)
     return 0
+
+
+def last_failed_run(api: DagsterAPI, qualified: str) -> str:
+    """The newest failed run of ``qualified`` that waits for an operator (not a deferred one:
+    the instance launches that again by itself)."""
+    split_job(qualified)
+    for run in api.runs(statuses=["FAILURE"], tags={JOB_TAG: qualified}, limit=50):
+        tags = {t["key"]: t["value"] for t in run.get("tags", [])}
+        if tags.get("core4/state") != "deferred":
+            return run["runId"]
+    raise OperateError(f"{qualified}: no failed run to restart among its last 50 failed runs")
 
 
 def cmd_restart(args) -> int:
     api = _api(args)
-    run_id = api.resolve_run_id(args.run_id)
+    run_id = last_failed_run(api, args.run_id) if _is_job(args.run_id) else api.resolve_run_id(args.run_id)
     new_id = api.reexecute(run_id, "FROM_FAILURE" if args.from_failure else "ALL_STEPS")
     print(f"run {run_id} re-executed as run {new_id}  ({api.url}/runs/{new_id})")
     return 0
@@ -325,7 +353,7 @@ def cmd_restart(args) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register this module's subcommands on the `coco` parser."""
-    url_help = "the Dagster webserver (default http://127.0.0.1:<dagster.port>)"
+    url_help = URL_HELP
     p = sub.add_parser("enqueue", help="launch PROJECT.JOB with key=value arguments (JSON values)")
     p.add_argument("job", metavar="PROJECT.JOB")
     p.add_argument("arguments", nargs="*", metavar="KEY=VALUE",
@@ -345,12 +373,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=30)
     p.add_argument("--url", help=url_help)
     p.set_defaults(run=cmd_runs)
-    p = sub.add_parser("kill", help="stop a queued or running run")
-    p.add_argument("run_id", metavar="RUN_ID", help="a run id or a unique prefix of one")
+    p = sub.add_parser("kill", help="stop a queued or running run, or every one of PROJECT.JOB")
+    p.add_argument("run_id", metavar="RUN_ID|PROJECT.JOB", help="a run id or a unique prefix of one, or a job")
     p.add_argument("--url", help=url_help)
     p.set_defaults(run=cmd_kill)
-    p = sub.add_parser("restart", help="re-execute a run (all steps, or --from-failure)")
-    p.add_argument("run_id", metavar="RUN_ID", help="a run id or a unique prefix of one")
+    p = sub.add_parser("restart", help="re-execute a run, or the last failed run of PROJECT.JOB "
+                                       "(all steps, or --from-failure)")
+    p.add_argument("run_id", metavar="RUN_ID|PROJECT.JOB", help="a run id or a unique prefix of one, or a job")
     p.add_argument("--from-failure", action="store_true", help="only the failed steps and what follows them")
     p.add_argument("--url", help=url_help)
     p.set_defaults(run=cmd_restart)

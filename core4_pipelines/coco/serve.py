@@ -26,6 +26,7 @@ from pymongo.errors import PyMongoError
 
 from core4_pipelines.coco.instance import instance_environment, write_instance
 from core4_pipelines.coco.probe import collect_job_limits
+from core4_pipelines.coco.state import ServeState, remove_state, webserver_url, write_state
 from core4_pipelines.coco.workspace import write_workspace
 from core4_pipelines.errors import PipelineError
 from core4_resources.config import Settings, mask_url
@@ -129,7 +130,13 @@ def _serve_with(settings: Settings, server: EmbeddedMongo | None, host: str, por
     say(f"{len(projects)} projects from {home}: {', '.join(p.name for p in projects) or '(none)'}")
     command = [_dagster_executable(), "dev", "-w", workspace, "-h", host, "-p", str(port)]
     say(f"Dagster UI: http://{host}:{port}  (MongoDB {mask_url(mongo_url)}; Ctrl-C stops everything)")
-    return Supervisor(subprocess.Popen(command, env=env, start_new_session=True), server, say).run()
+    dagster = subprocess.Popen(command, env=env, start_new_session=True)
+    # Where this instance serves, so the other verbs find it without --url.
+    write_state(dagster_home, ServeState(webserver_url(host, port), os.getpid(), mask_url(mongo_url)))
+    try:
+        return Supervisor(dagster, server, say).run()
+    finally:
+        remove_state(dagster_home, os.getpid())
 
 
 def _fail_orphaned_runs(dagster_home: str, env: dict[str, str], say: Callable[[str], None]) -> None:
@@ -168,13 +175,15 @@ class Supervisor:
     - the embedded MongoDB dies, or answers no ping ``ping_failures`` times in a row
       (one ping every ``ping_every`` seconds): restart it on the same port with the same
       data; more than ``max_restarts`` within ``restart_window`` seconds: stop, return 1.
-    - Ctrl-C or SIGTERM: stop dagster dev's whole process group (killed after ``grace``
-      seconds), return 0. The caller stops MongoDB.
+    - Ctrl-C or SIGTERM: stop dagster dev's whole process group (killed after
+      ``interrupt_grace`` seconds, so everything is gone within 10 s), return 0. The caller
+      stops MongoDB.
     """
 
     def __init__(self, dagster: subprocess.Popen, mongo: EmbeddedMongo | None, say: Callable[[str], None], *,
                  poll_every: float = 1.0, ping_every: float = 5.0, ping_failures: int = 3,
-                 max_restarts: int = 5, restart_window: float = 600.0, grace: float = 30.0) -> None:
+                 max_restarts: int = 5, restart_window: float = 600.0, grace: float = 30.0,
+                 interrupt_grace: float = 6.0) -> None:
         self.dagster = dagster
         self.mongo = mongo
         self.say = say
@@ -184,6 +193,7 @@ class Supervisor:
         self.max_restarts = max_restarts
         self.restart_window = restart_window
         self.grace = grace
+        self.interrupt_grace = interrupt_grace
         self._restarts: collections.deque[float] = collections.deque()
         self._failed_pings = 0
         self._next_ping = time.monotonic() + ping_every
@@ -199,7 +209,8 @@ class Supervisor:
                     return self._stop(1)
                 time.sleep(self.poll_every)
         except KeyboardInterrupt:
-            return self._stop(0)
+            # An operator waiting at a terminal: a short grace, then everything is killed.
+            return self._stop(0, self.interrupt_grace)
         finally:
             self._close_client()
             # Children of dagster dev (code servers, run workers) share its group.
@@ -215,14 +226,15 @@ class Supervisor:
                  f"exiting with {exit_code}, so whatever supervises coco serve can restart it")
         return self._stop(exit_code)
 
-    def _stop(self, code: int) -> int:
+    def _stop(self, code: int, grace: float | None = None) -> int:
         """Stop dagster dev's process group (SIGTERM, SIGKILL after the grace); return ``code``."""
+        grace = self.grace if grace is None else grace
         group = self.dagster.pid
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace
+        deadline = time.monotonic() + grace
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.dagster.wait(self.grace)
+            self.dagster.wait(grace)
         # Its code servers and run workers share its group: give them the rest of the grace.
         while time.monotonic() < deadline and _group_alive(group):
             time.sleep(0.2)

@@ -1,0 +1,201 @@
+"""`coco info`: what an operator asks first, on one screen.
+
+The webserver and its daemon's heartbeat, the MongoDB in use (password masked), and per
+project: files waiting in proc, claimed batches (and how many wait on a failed run), files
+in the error folder, its sensors and schedules (paused or not) and its runs of the last 24
+hours. Folders are read here, on this machine; runs and heartbeats come from the webserver
+(GraphQL, standard library only: `coco info` does not load Dagster). Without a webserver
+the folder counts are printed all the same.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from core4_pipelines.coco.dagster_api import DagsterAPI
+from core4_pipelines.coco.errors import OperateError
+from core4_resources.config import mask_url
+
+# As the library names them (core4_pipelines.claims.BATCH_DIR, jobs.BATCH_TAG, runtime.STATE_TAG);
+# repeated here because importing those loads Dagster. tests/test_coco_info.py keeps them equal.
+BATCH_DIR = ".batch"
+BATCH_TAG = "core4/batch"
+STATE_TAG = "core4/state"
+REASON_SUFFIX = ".reason.txt"
+DAY = 24 * 3600
+MAX_BATCHES_CHECKED = 50
+
+DAEMON_HEALTH = """
+query DaemonHealth {
+  instance { daemonHealth { allDaemonStatuses { daemonType healthy required lastHeartbeatTime } } }
+}
+"""
+
+RECENT_RUNS = """
+query RecentRuns($filter: RunsFilter, $limit: Int) {
+  runsOrError(filter: $filter, limit: $limit) {
+    __typename
+    ... on Runs { results { runId status tags { key value } repositoryOrigin { repositoryLocationName } } }
+    ... on InvalidPipelineRunsFilterError { message } ... on PythonError { message }
+  }
+}
+"""
+
+DOCUMENTS = ("DAEMON_HEALTH", "RECENT_RUNS")
+QUEUED = {"QUEUED", "NOT_STARTED"}
+RUNNING = {"STARTING", "STARTED", "CANCELING"}
+
+
+@dataclass
+class ProjectInfo:
+    name: str
+    proc: int = 0
+    batches: int = 0
+    batches_failed: int = 0
+    errors: int = 0
+    runs: Counter = field(default_factory=Counter)
+    instigators: str = ""
+    batch_ids: list[str] = field(default_factory=list)
+
+
+def _visible_files(folder: str) -> list[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return [e.name for e in entries if not e.name.startswith(".") and e.is_file(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+def _batches(proc: str) -> list[str]:
+    try:
+        with os.scandir(os.path.join(proc, BATCH_DIR)) as entries:
+            # A batch folder that is empty has been imported (or is being cleaned away).
+            return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False)
+                          and not e.name.startswith(".") and _visible_files(e.path))
+    except FileNotFoundError:
+        return []
+
+
+def folder_counts(settings, project: str) -> ProjectInfo:
+    proc = os.path.join(settings.folder.proc, project)
+    errors = os.path.join(settings.folder.error, project)
+    info = ProjectInfo(project, proc=len(_visible_files(proc)))
+    info.errors = sum(1 for name in _visible_files(errors) if not name.endswith(REASON_SUFFIX))
+    info.batch_ids = _batches(proc)
+    info.batches = len(info.batch_ids)
+    return info
+
+
+def _tags(run: Mapping) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run.get("tags", [])}
+
+
+def count_runs(runs: list[Mapping]) -> dict[str, Counter]:
+    """Per project: queued, running, failed (deferred ones apart: they run again by themselves)."""
+    counts: dict[str, Counter] = {}
+    for run in runs:
+        project = (run.get("repositoryOrigin") or {}).get("repositoryLocationName", "?")
+        status = run["status"]
+        state = _tags(run).get(STATE_TAG)
+        kind = ("queued" if status in QUEUED else "running" if status in RUNNING
+                else ("deferred" if state == "deferred" else "failed") if status == "FAILURE" else None)
+        if kind:
+            counts.setdefault(project, Counter())[kind] += 1
+    return counts
+
+
+def batches_on_failed_run(api: DagsterAPI, batch_ids: list[str]) -> int:
+    """How many of the batches' newest runs failed (they wait for a retry or an operator)."""
+    failed = 0
+    for batch_id in batch_ids[:MAX_BATCHES_CHECKED]:
+        runs = api.runs(tags={BATCH_TAG: batch_id}, limit=1)
+        failed += bool(runs) and runs[0]["status"] in ("FAILURE", "CANCELED")
+    return failed
+
+
+def heartbeat_line(api: DagsterAPI, now: float) -> str:
+    statuses = api.query(DAEMON_HEALTH)["instance"]["daemonHealth"]["allDaemonStatuses"]
+    required = [s for s in statuses if s["required"]]
+    beats = [s["lastHeartbeatTime"] for s in required if s["lastHeartbeatTime"]]
+    if not beats:
+        return "daemon     no heartbeat yet"
+    unhealthy = sorted(s["daemonType"] for s in required if not s["healthy"])
+    text = f"daemon     last heartbeat {max(0.0, now - max(beats)):.0f}s ago"
+    return text + (f"; not healthy: {', '.join(unhealthy)}" if unhealthy else f" ({len(required)} daemons healthy)")
+
+
+def _instigator_text(items) -> str:
+    running = sum(1 for i in items if i.status == "RUNNING")
+    if not items:
+        return "no sensors or schedules"
+    return "paused" if running == 0 else f"{running} of {len(items)} sensors/schedules running"
+
+
+def info_lines(settings, api: DagsterAPI | None, state, projects: list[str],
+               now: Callable[[], float] = time.time) -> list[str]:
+    from core4_resources.config import load_config
+
+    lines = [f"webserver  {api.url if api else '-'}" + ("" if state else "  (no running coco serve recorded here)")]
+    mongo = state.mongo_url if state else (mask_url(settings.mongo_url) if settings.mongo_url else
+                                           "embedded (started by coco serve; not running)")
+    infos = [folder_counts(load_config(p), p) for p in projects]
+    reachable = api is not None
+    if reachable:
+        try:
+            lines.append(heartbeat_line(api, now()))
+        except OperateError as exc:
+            reachable = False
+            lines.append(f"daemon     unknown: {exc}")
+    lines.append(f"mongodb    {mongo}")
+    if reachable:
+        from core4_pipelines.coco.control import instigators
+
+        found, broken = instigators(api)
+        result = api.query(RECENT_RUNS, {"filter": {"createdAfter": now() - DAY}, "limit": 100000})["runsOrError"]
+        counts = count_runs(result.get("results", []))
+        for info in infos:
+            info.runs = counts.get(info.name, Counter())
+            info.batches_failed = batches_on_failed_run(api, info.batch_ids)
+            info.instigators = (f"not loaded: {broken[info.name]}" if info.name in broken
+                                else _instigator_text(found.get(info.name, [])))
+    for info in infos:
+        lines.append(f"project    {info.name}" + (f"  ({info.instigators})" if info.instigators else ""))
+        lines.append(f"  proc     {info.proc} files waiting")
+        failed = f" ({info.batches_failed} wait on a failed run)" if reachable else ""
+        lines.append(f"  batches  {info.batches} claimed{failed}")
+        lines.append(f"  error    {info.errors} files")
+        if reachable:
+            runs = info.runs
+            lines.append(f"  runs 24h {runs['queued']} queued, {runs['running']} running, {runs['failed']} failed"
+                         + (f", {runs['deferred']} deferred" if runs["deferred"] else ""))
+    return lines
+
+
+def cmd_info(args) -> int:
+    from core4_pipelines.coco.discovery import discover_projects
+    from core4_pipelines.coco.state import served_url
+    from core4_resources.config import load_config
+
+    settings = load_config()
+    url, state = served_url(settings)
+    api = DagsterAPI(args.url or url)
+    projects = []
+    if settings.folder.home:
+        found, _ = discover_projects(settings.folder.home)
+        projects = [p.name for p in found]
+    for line in info_lines(settings, api, state, projects):
+        print(line)
+    return 0
+
+
+def add_commands(sub) -> None:
+    from core4_pipelines.coco.operate import URL_HELP
+
+    p = sub.add_parser("info", help="webserver, daemon heartbeat, MongoDB, and per project: proc, batches, "
+                                    "errors, runs of the last 24 h")
+    p.add_argument("--url", help=URL_HELP)
+    p.set_defaults(run=cmd_info)
