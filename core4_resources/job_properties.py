@@ -32,6 +32,7 @@ STRICT = ConfigDict(frozen=True, strict=True, extra="forbid", allow_inf_nan=Fals
 CRON = "a cron expression such as '0 6 * * *' (minute hour day month weekday)"
 TIMEZONE = "an IANA time zone name such as 'UTC' or 'Europe/Berlin'"
 SCHEDULE_STATES = ("running", "stopped")
+ZOMBIE_ACTIONS = ("flag", "kill")
 CHAIN = "a job name or PROJECT.JOB, or a list of them"
 TAG = "a tag name (letters, digits, _ . -), or a list of them"
 _CHAIN_ENTRY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -80,6 +81,7 @@ class JobProperties(BaseModel):
     defer_max: float = Field(ge=0)
     wall_time: float | None = Field(gt=0)
     zombie_time: float = Field(gt=0)
+    zombie_action: Literal["flag", "kill"] = Field(description=f"one of {', '.join(ZOMBIE_ACTIONS)}")
     max_parallel: int | None = Field(ge=1)
     priority: int
     progress_interval: float = Field(gt=0)
