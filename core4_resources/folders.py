@@ -16,12 +16,8 @@ A name derived from it that would be too long (``<name>.gz``,
 
 from __future__ import annotations
 
-import gzip
-import logging
 import os
 import re
-import shutil
-import string
 import tempfile
 import uuid
 from datetime import datetime, timezone
@@ -30,16 +26,19 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from core4_resources.archiving import ArchiveMoves
 from core4_resources.errors import ConfigError, FolderError, SourceMissingError
+from core4_resources.folder_paths import (
+    _checked_inside,
+    _source_path,
+    gzip_original_name,
+)
 from core4_resources.moves import (
     CONFLICT_POLICIES,
-    COPY_CHUNK,
     FILE_MODE,
     FOLDER_MODE,
     NAME_MAX,
-    copy_move,
     derived_name,
-    finish_interrupted_move,
     fsync_dir,
     hidden_temp_name,
     is_hidden,
@@ -74,96 +73,11 @@ __all__ = [
     "write_file_atomic",
 ]
 
-log = logging.getLogger(__name__)
 REASON_SUFFIX = ".reason.txt"
-_ID_KEYS = {"_id", "run_id"}
-_TIME_KEYS = {"year", "month", "day", "hour", "minute"}
 PatternLike = str | re.Pattern[str] | None
 
 
-def _quoted(value) -> str:
-    """A value in a message: a name quoted and readable (see printable_name), else its repr."""
-    return f"'{printable_name(value)}'" if isinstance(value, str) else repr(value)
-
-
-def _checked_inside(argument: str, value, folder: str) -> str:
-    """``folder/value`` when ``value`` is a relative path that stays inside ``folder``."""
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    where = f"{argument}={_quoted(value)}"
-    folder_shown = printable_name(folder)
-    if not isinstance(value, str) or not value.strip() or "\0" in value:
-        raise FolderError(f"{where} is not a usable path; pass a relative path inside {folder_shown}")
-    if os.path.isabs(value):
-        raise FolderError(
-            f"{where} is absolute; pass a path relative to {folder_shown} (e.g. 'name' or 'sub/name')"
-        )
-    if ".." in value.split("/"):
-        raise FolderError(f"{where} contains '..'; pass a path that stays inside {folder_shown}")
-    if any(len(os.fsencode(part)) > NAME_MAX for part in value.split("/")):
-        raise FolderError(f"{where} has a name longer than {NAME_MAX} bytes; no filesystem takes it")
-    relative = os.path.normpath(value)
-    if relative == ".":
-        raise FolderError(f"{where} names {folder_shown} itself; pass a name inside it")
-    path = os.path.join(folder, relative)
-    real_folder = os.path.realpath(folder)
-    real_path = os.path.realpath(path)
-    if not real_path.startswith(real_folder.rstrip("/") + "/"):
-        raise FolderError(
-            f"{where} resolves to {printable_name(real_path)}, outside {folder_shown} (through a "
-            "symbolic link); remove the link or pass another path"
-        )
-    return path
-
-
-def _source_path(source) -> str:
-    if isinstance(source, os.PathLike):
-        source = os.fspath(source)
-    if not isinstance(source, str) or not source.strip() or "\0" in source:
-        raise FolderError(f"source={source!r} is not a usable file path")
-    path = os.path.abspath(source)
-    if os.path.basename(path) in ("", ".", ".."):
-        raise FolderError(f"source={_quoted(source)} does not name a file")
-    if not os.path.lexists(path):
-        raise SourceMissingError(
-            f"source={_quoted(source)} does not exist ({printable_name(path)}); nothing was moved"
-        )
-    return path
-
-
-def gzip_original_name(path: str) -> str | None:
-    """The original file name that ``move_archive`` wrote into the header of the ``.gz``
-    at ``path`` (as ``gzip -lN`` shows it); None when the header holds none."""
-    with open(path, "rb") as handle:
-        header = handle.read(10)
-        if len(header) < 10 or header[:2] != b"\037\213" or not header[3] & 0x08:  # FNAME
-            return None
-        if header[3] & 0x04:  # FEXTRA comes first
-            handle.seek(int.from_bytes(handle.read(2), "little"), os.SEEK_CUR)
-        name = b""
-        while (chunk := handle.read(256)) and b"\0" not in chunk:
-            name += chunk
-        name += chunk.split(b"\0", 1)[0]
-    return os.fsdecode(name)
-
-
-def _as_utc(moment: datetime) -> datetime:
-    # A naive datetime is taken as UTC, the zone of every stamp.
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
-
-
-def _stamp_fields(stamp: str) -> set[str]:
-    try:
-        parsed = list(string.Formatter().parse(stamp))
-    except ValueError as exc:
-        raise FolderError(f"archive_stamp={stamp!r} is not a valid format string: {exc}") from exc
-    # "{a.b}" and "{a[0]}" use key "a"
-    return {field.split(".")[0].split("[")[0] for _, field, _, _ in parsed if field}
-
-
-class FolderResource(dg.ConfigurableResource):
+class FolderResource(ArchiveMoves, dg.ConfigurableResource):
     """The folders of one project: list, make and move files the core4 way, safely.
 
     transfer, proc, archive and error hold one folder per project
@@ -219,6 +133,10 @@ class FolderResource(dg.ConfigurableResource):
 
     _run_id: str | None = PrivateAttr(default=None)
     _run_started: datetime | None = PrivateAttr(default=None)
+    # Folders resolved and checked once per instance, not once per file: the check guards
+    # against configuration pointing through a symlink, which a per-call re-check would not
+    # close either (the rename after it races anyway).
+    _checked: dict = PrivateAttr(default_factory=dict)
 
     @classmethod
     def under_root(cls, root: str | os.PathLike, project: str, **options) -> "FolderResource":
@@ -275,12 +193,28 @@ class FolderResource(dg.ConfigurableResource):
         return os.path.normpath(value)
 
     def _project_folder(self, kind: str, base) -> str:
+        key = (kind, base)
+        cacheable = base is None or isinstance(base, str)
+        if cacheable and key in self._checked:
+            return self._checked[key]
         root = self._root(kind)
         if base is None:
             if not isinstance(self.project, str) or "/" in self.project:
                 raise FolderError(f"project={self.project!r} is not a plain folder name")
-            return _checked_inside("project", self.project, root)
-        return _checked_inside("base", base, root)
+            folder = _checked_inside("project", self.project, root)
+        else:
+            folder = _checked_inside("base", base, root)
+        if cacheable:
+            self._checked[key] = folder
+        return folder
+
+    def _stamped_folder(self, folder: str, stamp: str) -> str:
+        if not stamp:
+            return folder
+        key = ("stamp", folder, stamp)
+        if key not in self._checked:
+            self._checked[key] = _checked_inside("archive_stamp", stamp, folder)
+        return self._checked[key]
 
     def transfer_folder(self, base: str | None = None) -> str:
         return self._project_folder("transfer", base)
@@ -380,7 +314,8 @@ class FolderResource(dg.ConfigurableResource):
 
     @staticmethod
     def _move(source, folder: str, on_conflict: str) -> str:
-        return safe_move(_source_path(source), folder, on_conflict=on_conflict, mode=FOLDER_MODE)
+        # A missing source is found by the rename itself (SourceMissingError), not checked first.
+        return safe_move(_source_path(source, must_exist=False), folder, on_conflict=on_conflict, mode=FOLDER_MODE)
 
     def move_transfer(self, source: str, base: str | None = None, on_conflict: str = "rename") -> str:
         """Move ``source`` (basename kept) into the transfer folder; return the final path."""
@@ -408,91 +343,4 @@ class FolderResource(dg.ConfigurableResource):
         if reason_name != error_name + REASON_SUFFIX or printable_name(original) != original:
             text += f"\noriginal name: {printable_name(original)}\n"
         write_file_atomic(os.path.join(os.path.dirname(final), reason_name), text.encode("utf-8"))
-        return final
-
-    def _stamp(self, run_id: str | None, started: datetime | None) -> str:
-        fields = _stamp_fields(self.archive_stamp)
-        run_id = run_id or self._run_id
-        if started is None:
-            started = self._run_started
-        if started is None and run_id is not None:
-            started = datetime.now(timezone.utc)
-        if (fields & _ID_KEYS and not run_id) or (fields & _TIME_KEYS and started is None):
-            raise FolderError(
-                f"move_archive: archive_stamp={self.archive_stamp!r} needs the run id and start time, "
-                "but this is not a Dagster run; call it from an op that uses this resource, "
-                "or pass run_id= and started="
-            )
-        values = {"_id": run_id, "run_id": run_id}
-        if started is not None:
-            started = _as_utc(started)
-            values.update(
-                year=started.year,
-                month=started.month,
-                day=started.day,
-                hour=started.hour,
-                minute=started.minute,
-            )
-        try:
-            return self.archive_stamp.format(**values)
-        except (KeyError, IndexError, ValueError, AttributeError) as exc:
-            raise FolderError(
-                f"archive_stamp={self.archive_stamp!r} cannot be formatted ({exc!r}); "
-                f"available keys: {', '.join(sorted(_ID_KEYS | _TIME_KEYS))}"
-            ) from exc
-
-    def move_archive(
-        self,
-        source: str,
-        compress: bool = True,
-        base: str | None = None,
-        *,
-        run_id: str | None = None,
-        started: datetime | None = None,
-        on_conflict: str = "rename",
-    ) -> str:
-        """Move ``source`` to ``<archive>/<project|base>/<stamp>/<name>[.gz]``; return the final path.
-
-        With ``compress`` the file is gzipped into a hidden temp beside its target,
-        fsync'd and renamed; the source is removed only after that. Archiving a
-        source whose earlier archiving was interrupted after the ``.gz`` was in
-        place finishes that one (same path returned) instead of archiving twice.
-
-        The gzip header holds the source's name, byte for byte (:func:`gzip_original_name`).
-        A name too long for ``.gz`` is archived as ``derived_name(name, ".gz")``
-        (``<start>~<8 hex>.csv.gz``, the same on every retry); the returned path
-        says where it went and a log line names both.
-        """
-        source = _source_path(source)
-        stamp = self._stamp(run_id, started)
-        folder = self.archive_folder(base)
-        if stamp:
-            folder = _checked_inside("archive_stamp", stamp, folder)
-        if not compress:
-            return safe_move(source, folder, on_conflict=on_conflict, mode=FOLDER_MODE)
-        level = self.compress_level
-        if not isinstance(level, int) or not 0 <= level <= 9:
-            raise FolderError(f"compress_level={level!r} must be an integer from 0 to 9 (job.compress_level)")
-        if on_conflict not in CONFLICT_POLICIES:
-            raise FolderError(
-                f"on_conflict={on_conflict!r} is not one of {', '.join(map(repr, CONFLICT_POLICIES))}"
-            )
-        original = os.path.basename(source)
-        name = derived_name(original, ".gz")
-        finished = finish_interrupted_move(source)
-        if finished is not None:
-            return finished
-        make_dirs(folder, FOLDER_MODE)
-        mtime = int(os.stat(source).st_mtime)
-        # The original name's bytes, as GNU gzip writes them (a str would be encoded as
-        # Latin-1, or left out); it keeps the hidden temp name out of the header.
-        header_name = os.fsencode(original) + b".gz"
-
-        def gzip_into(src, raw) -> None:
-            with gzip.GzipFile(header_name, mode="wb", fileobj=raw, compresslevel=level, mtime=mtime) as packed:
-                shutil.copyfileobj(src, packed, COPY_CHUNK)
-
-        final = copy_move(source, folder, name, on_conflict, fill=gzip_into)
-        if name != original + ".gz":
-            log.info("archived %s as %s (name shortened)", printable_name(original), printable_name(final))
         return final

@@ -6,14 +6,12 @@ half-written file. An existing target is never replaced unless asked for. A
 copy-move killed after its copy was installed is finished, not repeated, by the
 next move of the same source (a hidden ``.moving`` marker beside the source).
 
-Names stay within the OS's 255 bytes and print readably: see ``names.py``.
-Every folder made here is ``0o750`` and every file ``0o640``, whatever the umask.
+Names stay within the OS's 255 bytes and print readably: see ``names.py``; the
+file primitives (exact modes, no-replace rename, fsyncs) are in ``fileops.py``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import json
 import os
@@ -21,6 +19,17 @@ import shutil
 from typing import BinaryIO, Callable
 
 from core4_resources.errors import FolderError, SourceMissingError
+from core4_resources.fileops import (
+    FILE_MODE,
+    FOLDER_MODE,
+    fsync_dir,
+    fsync_files,
+    make_dirs,
+    open_new_file,
+    remove_quietly,
+    rename_noreplace,
+    write_file_atomic,
+)
 from core4_resources.names import (
     MOVE_MARKER_SUFFIX,
     NAME_MAX,
@@ -39,7 +48,7 @@ from core4_resources.names import (
 __all__ = [
     "CONFLICT_POLICIES", "FILE_MODE", "FOLDER_MODE", "MOVE_MARKER_SUFFIX", "NAME_MAX",
     "copy_move", "derived_name", "download_temp_name",
-    "finish_interrupted_move", "fsync_dir", "hidden_temp_name", "install_file", "is_hidden",
+    "finish_interrupted_move", "fsync_dir", "fsync_files", "hidden_temp_name", "install_file", "is_hidden",
     "is_move_marker", "is_partial_copy", "make_dirs", "marker_source", "move_marker_path",
     "open_new_file", "printable_name", "read_move_marker", "rename_noreplace", "safe_move",
     "write_file_atomic",
@@ -48,108 +57,6 @@ __all__ = [
 CONFLICT_POLICIES = ("rename", "replace", "fail")
 COPY_CHUNK = 1024 * 1024
 _MAX_CONFLICT_NUMBER = 100_000
-FOLDER_MODE = 0o750
-FILE_MODE = 0o640
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
-
-
-def _load_renameat2():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        function = libc.renameat2
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return function
-
-
-_renameat2 = _load_renameat2()
-
-
-# -- files and folders with exact modes -------------------------------------------------------
-
-
-def open_new_file(path: str, mode: int = FILE_MODE, *, exclusive: bool = True) -> BinaryIO:
-    """Open ``path`` for writing, created with exactly ``mode`` (the umask does not change it).
-
-    ``exclusive``: FileExistsError when it exists; else an existing file is emptied.
-    The mode is set before anything is written.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
-    fd = os.open(path, flags, mode & 0o700)
-    try:
-        os.fchmod(fd, mode)
-        return open(fd, "wb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def rename_noreplace(src: str, dst: str) -> None:
-    """Rename atomically; FileExistsError if ``dst`` exists, OSError(EXDEV) across filesystems."""
-    if _renameat2 is not None:
-        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
-            return
-        code = ctypes.get_errno()
-        # ENOSYS: old kernel; EINVAL: filesystem without RENAME_NOREPLACE. Anything else is real.
-        if code not in (errno.ENOSYS, errno.EINVAL):
-            raise OSError(code, os.strerror(code), src, None, dst)
-    _rename_noreplace_fallback(src, dst)
-
-
-def _rename_noreplace_fallback(src: str, dst: str) -> None:
-    if not os.path.isdir(src) or os.path.islink(src):
-        try:
-            # link() refuses an existing dst atomically; then the old name is dropped.
-            os.link(src, dst, follow_symlinks=False)
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                raise
-        else:
-            os.unlink(src)
-            return
-    # Last resort (no hard links, or a directory): a small check-then-rename window.
-    if os.path.lexists(dst):
-        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
-    os.rename(src, dst)
-
-
-def fsync_dir(path: str) -> None:
-    """Make renames and unlinks inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_dirs(path: str, mode: int = FOLDER_MODE) -> str:
-    """Create ``path`` and missing parents with exactly ``mode`` (the umask does not narrow it)."""
-    path = os.path.abspath(path)
-    missing = []
-    probe = path
-    while not os.path.isdir(probe):
-        missing.append(probe)
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder, mode)
-        except FileExistsError:
-            if not os.path.isdir(folder):
-                raise FolderError(
-                    f"cannot create folder {printable_name(folder)}: a file of that name exists; "
-                    "remove or rename it"
-                ) from None
-            continue  # created concurrently by someone else: leave its mode alone
-        except OSError as exc:
-            raise FolderError(f"cannot create folder {printable_name(folder)}: {exc.strerror}") from exc
-        os.chmod(folder, mode)
-    return path
 
 
 def _numbered_names(name: str):
@@ -194,13 +101,6 @@ def install_file(src: str, target_dir: str, name: str, on_conflict: str = "renam
     )
 
 
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 def _check_name(name: str, source: str) -> None:
     if not name or name in (".", "..") or "/" in name or "\0" in name:
         raise FolderError(
@@ -231,15 +131,25 @@ def safe_move(
     if name is None:
         name = os.path.basename(source)
     _check_name(name, source)
-    if not os.path.lexists(source):
-        raise SourceMissingError(f"source {printable_name(source)} does not exist; nothing was moved")
     finished = finish_interrupted_move(source)
     if finished is not None:
         return finished
-    target_dir = make_dirs(target_dir, mode)
+    target_dir = os.path.abspath(target_dir)
+    # No existence checks up front: the rename's own ENOENT says that the source or the
+    # target folder is missing, and only then is it looked at (one syscall per move saved).
     try:
-        return install_file(source, target_dir, name, on_conflict)
+        try:
+            return install_file(source, target_dir, name, on_conflict)
+        except FileNotFoundError:
+            if not os.path.lexists(source):
+                raise SourceMissingError(
+                    f"source {printable_name(source)} does not exist; nothing was moved"
+                ) from None
+            make_dirs(target_dir, mode)
+            return install_file(source, target_dir, name, on_conflict)
     except OSError as exc:
+        if isinstance(exc, SourceMissingError):
+            raise
         if exc.errno != errno.EXDEV:
             raise _move_failed(source, target_dir, exc) from exc
     if os.path.isdir(source) and not os.path.islink(source):
@@ -247,6 +157,7 @@ def safe_move(
             f"cannot move folder {printable_name(source)} into {printable_name(target_dir)}: they are on "
             "different filesystems; move its files one by one"
         )
+    make_dirs(target_dir, mode)  # a rename may fail with EXDEV before it looks at the target folder
     return copy_move(source, target_dir, name, on_conflict)
 
 
@@ -303,7 +214,7 @@ def copy_move(
                 f"being copied into {printable_name(target_dir)}; nothing was moved"
             )
     except BaseException as exc:
-        _remove_quietly(temp)
+        remove_quietly(temp)
         if isinstance(exc, OSError) and not isinstance(exc, SourceMissingError):
             raise FolderError(
                 f"copying {printable_name(source)} into {printable_name(target_dir)} failed "
@@ -315,14 +226,14 @@ def copy_move(
         _write_marker(marker, source, temp)
         final = install_file(temp, target_dir, name, on_conflict)
     except BaseException as exc:
-        _remove_quietly(temp)
-        _remove_quietly(marker)
+        remove_quietly(temp)
+        remove_quietly(marker)
         if isinstance(exc, OSError):
             raise _move_failed(source, target_dir, exc) from exc
         raise
     fsync_dir(target_dir)
-    _remove_quietly(source)  # already gone: a concurrent move of the same source finished it
-    _remove_quietly(marker)
+    remove_quietly(source)  # already gone: a concurrent move of the same source finished it
+    remove_quietly(marker)
     return final
 
 
@@ -387,24 +298,27 @@ def finish_interrupted_move(source: str) -> str | None:
     """
     source = os.path.abspath(source)
     marker = move_marker_path(source)
+    try:
+        os.lstat(marker)  # almost never there: one probe, no open, no exception from json
+    except FileNotFoundError:
+        return None
     record = read_move_marker(marker)
     if record is None:
-        if os.path.lexists(marker):
-            _remove_quietly(marker)
+        remove_quietly(marker)
         return None
     try:
         current = _identity(os.stat(source))
     except FileNotFoundError:
         return None  # nothing left to move; the caller reports the missing source
     if current != record["source"]:
-        _remove_quietly(marker)  # left by an earlier file of the same name
+        remove_quietly(marker)  # left by an earlier file of the same name
         return None
     target_dir = record["target_dir"]
     temp = os.path.join(target_dir, record["temp"])
     copy = record["copy"]
     if os.path.lexists(temp):
-        _remove_quietly(temp)  # the copy was never installed: start again
-        _remove_quietly(marker)
+        remove_quietly(temp)  # the copy was never installed: start again
+        remove_quietly(marker)
         return None
     final = _installed_copy(target_dir, copy)
     if final is None:
@@ -416,8 +330,8 @@ def finish_interrupted_move(source: str) -> str | None:
             "again, remove only the marker"
         )
     fsync_dir(target_dir)
-    _remove_quietly(source)
-    _remove_quietly(marker)
+    remove_quietly(source)
+    remove_quietly(marker)
     return final
 
 
@@ -435,21 +349,3 @@ def _installed_copy(target_dir: str, copy: list[int]) -> str | None:
     except FileNotFoundError:
         return None
     return None
-
-
-def write_file_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> str:
-    """Write ``data`` to ``path`` (exactly ``mode``) through a hidden temp beside it;
-    readers see old or new, never half."""
-    folder, name = os.path.split(os.path.abspath(path))
-    temp = os.path.join(folder, hidden_temp_name(name))
-    try:
-        with open_new_file(temp, mode) as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        _remove_quietly(temp)
-        raise
-    fsync_dir(folder)
-    return path

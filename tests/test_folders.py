@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 from support import STARTED, make_folders, mode_of, read, write
 
-from core4_resources import moves
+from core4_resources import fileops, moves
 from core4_resources.errors import ConfigError, FolderError
 from core4_resources.folders import (
     FolderResource,
@@ -77,7 +77,7 @@ def test_is_hidden():
 @pytest.mark.parametrize("native", [True, False], ids=["renameat2", "fallback"])
 def test_rename_noreplace_refuses_an_existing_target(tmp_path, monkeypatch, native):
     if not native:
-        monkeypatch.setattr(moves, "_renameat2", None)
+        monkeypatch.setattr(fileops, "_renameat2", None)
     src = write(tmp_path / "a" / "x.csv", b"new")
     dst = write(tmp_path / "b" / "x.csv", b"old")
     with pytest.raises(FileExistsError):

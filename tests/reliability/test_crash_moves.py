@@ -1,4 +1,4 @@
-"""kill -9 a process in the middle of move_transfer, move_proc and move_archive.
+"""kill -9 a process in the middle of move_transfer, move_proc, move_archive and move_archive_many.
 
 Each kill is real: a forked child runs the move and gets SIGKILL -- either from
 itself at the k-th traced line of the move code (every point of the code path is
@@ -7,6 +7,11 @@ large files, so the kill lands inside a copy or a compression). After each kill:
 every original byte is at the source or complete at the target (sha256), no
 partial file has a visible name, the next move of the same file succeeds and
 leaves exactly one copy, and the sweep removes every hidden leftover.
+
+The batch archive (``move_archive_many``: every copy written, one durability
+point, then every rename) is killed the same way over a batch of files: each
+file's bytes at its source or complete in the archive, at most one copy each,
+and archiving the batch again leaves exactly one copy of every file.
 
 Cross-filesystem moves run both for real (/dev/shm is a tmpfs, a filesystem of
 its own) and forced (renames between folders raise EXDEV in the child).
@@ -38,13 +43,14 @@ from support import (
 )
 
 from core4_pipelines.clean import sweep
-from core4_resources import moves
+from core4_resources import archiving, batch_moves, fileops, folder_paths, moves
 
 OPERATIONS = ("transfer", "proc", "archive", "archive_plain")
 FILESYSTEMS = ("same", "exdev_forced", "exdev_real")
 SIZES = {"small": 40_000, "large": 20 * 1024 * 1024 + 12_345}
-TRACED = {os.path.abspath(moves.__file__), os.path.abspath(sys.modules["core4_resources.folders"].__file__),
-          os.path.abspath(shutil.__file__), os.path.abspath(sys.modules["gzip"].__file__)}
+TRACED = {os.path.abspath(m.__file__) for m in (moves, fileops, batch_moves, archiving, folder_paths)} | {
+    os.path.abspath(sys.modules["core4_resources.folders"].__file__),
+    os.path.abspath(shutil.__file__), os.path.abspath(sys.modules["gzip"].__file__)}
 COMBOS = [(op, fs, size) for op in OPERATIONS for fs in FILESYSTEMS for size in SIZES]
 
 
@@ -293,3 +299,159 @@ def test_archiving_again_after_a_kill_finishes_the_first_archive(tmp_path, monke
     ]
     assert hidden_files(os.path.dirname(source)) == []
     assert not os.path.exists(os.path.join(folders.archive, "demo", "2024", "03", "05", "second-run"))
+
+
+# -- the batch archive ----------------------------------------------------------------------
+
+BATCH_FILES = 5
+
+
+class BatchScene(Scene):
+    """``move_archive_many`` over a batch of files (one of them larger, so timed kills land in it)."""
+
+    def __init__(self, tmp_path, fs: str, rng: random.Random):
+        super().__init__(tmp_path, "archive", fs, SIZES["small"], rng)
+        self.incoming = os.path.join(str(tmp_path / "root"), "proc", "demo", ".batch", "20240101T000000-0123abcd")
+        self.roots[0] = self.incoming
+        self.names = [f"part {i}-ü.csv" for i in range(BATCH_FILES)]
+        self.contents = {
+            name: (rng.randbytes(2048).hex().encode() * (1 + (size // 4096)))[:size]
+            for name, size in zip(self.names, [3_000, 40_000, 1, 2 * 1024 * 1024, 0])
+        }
+        self.shas = {}
+        self.source = None
+
+    def reset(self) -> None:
+        for root in self.roots:
+            shutil.rmtree(root, ignore_errors=True)
+        os.makedirs(self.incoming)
+        for name, content in self.contents.items():
+            path = os.path.join(self.incoming, name)
+            with open(path, "wb") as handle:
+                handle.write(content)
+            os.utime(path, (1_600_000_000, 1_600_000_000))
+            self.shas.setdefault(name, sha256_file(path))
+
+    def sources(self) -> list[str]:
+        return [os.path.join(self.incoming, name) for name in self.names if os.path.exists(os.path.join(self.incoming, name))]
+
+    def move(self) -> list:
+        results = self.folders.move_archive_many(self.sources(), run_id="r1", started=STARTED)
+        failed = [r for r in results if not isinstance(r, str)]
+        assert not failed, failed
+        return results
+
+
+def check_batch_after_kill(scene: BatchScene, where: str) -> None:
+    """Each file at its source or complete in the archive, once; nothing partial is visible."""
+    seen = {name: 0 for name in scene.names}
+    for path in visible_files(scene.incoming):
+        name = os.path.basename(path)
+        assert sha256_file(path) == scene.shas[name], f"{where}: the source {name} was changed"
+        seen[name] += 1
+        count("files checked")
+    archived_paths = visible_files(scene.folders.archive)
+    for path in archived_paths:
+        name = os.path.basename(path).removesuffix(".gz")
+        assert path.endswith(".gz") and name in seen, f"{where}: unexpected visible file {path}"
+        assert content_sha256(path) == scene.shas[name], f"{where}: visible but incomplete: {path}"
+        seen[name] += 1
+        count("files checked")
+    archived_names = [os.path.basename(p) for p in archived_paths]
+    assert len(archived_names) == len(set(archived_names)), f"{where}: archived twice: {archived_paths}"
+    lost = [name for name, times in seen.items() if times == 0]
+    if lost:
+        count("files lost", len(lost))
+        pytest.fail(f"{where}: lost {lost}")
+
+
+def check_batch_next_move(scene: BatchScene, where: str) -> None:
+    """Archiving the batch again leaves one complete copy of every file and no leftovers."""
+    with scene.environment():
+        scene.move()
+    assert visible_files(scene.incoming) == [], f"{where}: sources left"
+    archived_paths = visible_files(scene.folders.archive)
+    assert sorted(os.path.basename(p) for p in archived_paths) == sorted(n + ".gz" for n in scene.names), where
+    for path in archived_paths:
+        assert content_sha256(path) == scene.shas[os.path.basename(path)[:-3]], f"{where}: {path}"
+    sweep(scene.roots, older_than=0, apply=True)
+    leftovers = [p for root in scene.roots for p in hidden_files(root)]
+    assert leftovers == [], f"{where}: the sweep left {leftovers}"
+
+
+def batch_kill_campaign(tmp_path, fs: str, kills: int) -> None:
+    if fs == "exdev_real":
+        pytest.skip("the batch archive gzips into the archive folder: a copy on any filesystem")
+    rng = random.Random(f"{SEED}-archive_many-{fs}")
+    scene = BatchScene(tmp_path, fs, rng)
+    try:
+        scene.reset()
+        killed, events, seconds = run_child(scene, kill_at=10**9)
+        assert not killed and events > 0
+        check_batch_next_move(scene, "uninterrupted batch")
+        landed = attempts = 0
+        while landed < kills:
+            attempts += 1
+            assert attempts < kills * 5, "kills do not land"
+            scene.reset()
+            if attempts % 3 == 0:
+                delay = rng.uniform(0, seconds * 1.1)
+                killed, _, _ = run_child(scene, kill_after=delay)
+                where = f"archive_many/{fs}: SIGKILL after {delay:.3f}s (seed {SEED})"
+            else:
+                point = rng.randint(1, events)
+                killed, _, _ = run_child(scene, kill_at=point)
+                where = f"archive_many/{fs}: SIGKILL at line event {point}/{events} (seed {SEED})"
+            landed += killed
+            count("kills injected", int(killed))
+            check_batch_after_kill(scene, where)
+            check_batch_next_move(scene, where)
+    finally:
+        scene.cleanup()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("fs", ["same", "exdev_forced"])
+def test_kill_during_batch_archive(tmp_path, fs):
+    batch_kill_campaign(tmp_path, fs, 4)
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not STRESS, reason="stress size: make test-stress (CORE4_STRESS=1)")
+@pytest.mark.parametrize("fs", ["same", "exdev_forced"])
+def test_kill_during_batch_archive_stress(tmp_path, fs):
+    batch_kill_campaign(tmp_path, fs, 40)
+
+
+def test_batch_archive_reports_each_file_and_keeps_the_rest_going(tmp_path):
+    """One source missing and one name taken (on_conflict='fail'): those two are errors and stay;
+    the others are archived once each."""
+    folders = make_folders(tmp_path / "root")
+    batch = os.path.join(folders.proc_folder(), ".batch", "20240101T000000-0123abcd")
+    os.makedirs(batch)
+    paths = []
+    for name in ("a.csv", "b.csv", "c.csv"):
+        paths.append(os.path.join(batch, name))
+        with open(paths[-1], "wb") as handle:
+            handle.write(name.encode() * 100)
+    stamp = os.path.join(folders.archive_folder(), "2024", "03", "05", "r1")
+    os.makedirs(stamp)
+    with open(os.path.join(stamp, "c.csv.gz"), "wb") as handle:
+        handle.write(b"taken")
+    results = folders.move_archive_many(
+        [paths[0], os.path.join(batch, "gone.csv"), paths[1], paths[2]],
+        run_id="r1", started=STARTED, on_conflict="fail",
+    )
+    assert results[0] == os.path.join(stamp, "a.csv.gz") and results[2] == os.path.join(stamp, "b.csv.gz")
+    assert isinstance(results[1], FileNotFoundError)
+    assert isinstance(results[3], OSError) and "already exists" in str(results[3])
+    assert visible_files(batch) == [paths[2]]
+    assert content_sha256(results[0]) == sha256_file_bytes(b"a.csv" * 100)
+    assert hidden_files(batch) == [] and hidden_files(folders.archive) == []
+
+
+def sha256_file_bytes(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
