@@ -2,9 +2,10 @@
 
 Every ``JobDefinition`` of the project (given as a job, or as the target of a sensor or
 schedule) is resolved (defaults < code < configuration) and replaced by a copy carrying
-its properties; sensors and schedules are pointed at the copies, the declared schedules
-and the project's chain sensor are added. Invalid properties are one error naming every
-job and property at fault, raised while the code location loads.
+its properties; sensors and schedules are pointed at the copies, the declared schedules,
+the project's chain sensor and its monitor sensor (zombies, deferred runs) are added.
+Invalid properties are one error naming every job and property at fault, raised while
+the code location loads.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import dagster as dg
 
 from core4_pipelines.errors import JobSettingsError
+from core4_pipelines.monitor import monitor_sensor
 from core4_pipelines.properties import apply_properties, declared_properties, resolve_properties
 from core4_pipelines.triggers import chain_sensor, job_schedule
 from core4_resources.config import Settings
@@ -120,4 +122,6 @@ def resolve_project_jobs(
             result.schedules.append(job_schedule(job, project, result.properties[name]))
     if resolved:
         result.sensors.append(chain_sensor(project, list(resolved.values())))
+        defaults = {"zombie_time": settings.job.zombie_time, "zombie_action": settings.job.zombie_action}
+        result.sensors.append(monitor_sensor(project, list(resolved.values()), defaults))
     return result

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 import dagster as dg
-from dagster import DagsterEventType
 from pydantic import BaseModel, ValidationError
 
 from core4_pipelines.errors import JobSettingsError, PipelineError
@@ -32,8 +31,16 @@ from core4_pipelines.properties import (
 from core4_resources.errors import Core4Error
 from core4_resources.job_properties import PROPERTY_NAMES
 
-STATE_TAG = "core4/state"                 # "inactive" once a deferring run passed defer_max
-MESSAGE_TAG = "core4/message"             # the message of that last defer
+STATE_TAG = "core4/state"                 # deferred, relaunched, inactive (past defer_max), zombie
+MESSAGE_TAG = "core4/message"             # what that state is about (the defer's message ...)
+HEARTBEAT_TAG = "core4/heartbeat"         # UTC epoch seconds of the run's last sign of life
+DEFER_AT_TAG = "core4/defer_at"           # UTC epoch seconds when a deferred run is launched again
+DEFER_SINCE_TAG = "core4/defer_since"     # first start of the run that deferred first (for defer_max)
+DEFER_COUNT_TAG = "core4/defer_count"     # how often the job deferred before this run
+DEFERRED_FROM_TAG = "core4/deferred_from" # the deferred run this one launches again
+DEFER_ROOT_TAG = "core4/defer_root"       # the first run of the chain of defers
+RELAUNCHED_AS_TAG = "core4/relaunched_as" # on a deferred run: the run that took over
+HEARTBEAT_INTERVAL = 5.0                  # seconds between stored heartbeats (less for a short zombie_time)
 PROGRESS_TAG = "core4/progress"           # e.g. "45%"
 PROGRESS_MESSAGE_TAG = "core4/progress_message"
 PROGRESS_AT_TAG = "core4/progress_at"     # UTC time of the stored update
@@ -43,18 +50,8 @@ SOURCE_COUNT_TAG = "core4/source_count"
 LAUNCH_TAG_PREFIX = "core4/"              # core4/attempts=5 at launch overrides the job's value
 MAX_SOURCES_TAG_CHARS = 4000              # the full list is in the run's log lines either way
 _MARKER = "__core4_op__"
-_DEFER_CLASS = "DeferRequested"
 
 T = TypeVar("T", bound=BaseModel)
-
-
-class DeferRequested(dg.RetryRequested):
-    """Raised by :func:`defer`: the op runs again after ``defer_time``; it uses no attempt."""
-
-    def __init__(self, message: str, seconds_to_wait: float):
-        super().__init__(max_retries=2**31 - 1, seconds_to_wait=seconds_to_wait)
-        self.message = message
-        self.args = (f"deferred: {message}",)
 
 
 def current_context() -> dg.OpExecutionContext:
@@ -103,16 +100,6 @@ def run_property(name: str, context: dg.OpExecutionContext | None = None) -> Any
 # -- attempts and defer --------------------------------------------------------------------
 
 
-def _defer_count(context: dg.OpExecutionContext) -> int:
-    step = _step_key(context)
-    count = 0
-    for entry in context.instance.all_logs(context.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY):
-        event = entry.dagster_event
-        if event is not None and event.step_key == step and event.event_specific_data.error.cls_name == _DEFER_CLASS:
-            count += 1
-    return count
-
-
 def _after_failure(exc: Exception) -> dg.RetryRequested | None:
     """The retry request for an op's failure (None: let the failure stand as it is)."""
     if isinstance(exc, dg.Failure) and not exc.allow_retries:
@@ -124,18 +111,15 @@ def _after_failure(exc: Exception) -> dg.RetryRequested | None:
     except Core4Error as problem:  # a bad launch tag or config must not hide the op's own error
         context.log.error(f"no retry for this failure: {problem}")
         return None
-    deferred = _defer_count(context)
-    failures = context.retry_number - deferred  # earlier failed attempts of this step
-    if attempts - 1 + deferred == 0 and f"{LAUNCH_TAG_PREFIX}attempts" not in context.run.tags:
+    failures = context.retry_number  # earlier failed attempts of this step
+    if attempts == 1 and f"{LAUNCH_TAG_PREFIX}attempts" not in context.run.tags:
         return None  # one attempt: the plain failure (an author's own RetryPolicy still applies)
     if failures + 1 < attempts:
         context.log.warning(
             f"attempt {failures + 1} of {attempts} failed ({type(exc).__name__}: {exc}); "
             f"next attempt in {error_time:g}s"
         )
-    # Dagster compares all earlier retries of the step with max_retries; defers are among
-    # them, so they are added to the budget and never use an attempt.
-    return dg.RetryRequested(max_retries=attempts - 1 + deferred, seconds_to_wait=error_time)
+    return dg.RetryRequested(max_retries=attempts - 1, seconds_to_wait=error_time)
 
 
 def core4_compute(fn: Callable) -> Callable:
@@ -177,7 +161,8 @@ def core4_compute(fn: Callable) -> Callable:
 
 def core4_op(fn: Callable | None = None, **op_kwargs: Any):
     """``dg.op`` whose failures are retried per the job's ``attempts``/``error_time`` (launch tags
-    included), with :func:`defer` using no attempt. Takes the same arguments as ``dg.op``.
+    included), and which may :func:`defer` (that uses no attempt). Takes the same arguments as
+    ``dg.op``.
     """
 
     def decorate(fn: Callable) -> dg.OpDefinition:
@@ -201,10 +186,14 @@ def _first_start(context: dg.OpExecutionContext) -> float:
 
 
 def defer(message: str) -> NoReturn:
-    """Postpone the running op: it runs again after ``defer_time`` without using an attempt.
+    """Postpone the running job: the run ends now and is launched again after ``defer_time``.
 
-    Once ``defer_max`` seconds have passed since the run first started, the run fails as
-    inactive: run tags ``core4/state=inactive`` and ``core4/message`` carry the message.
+    The run ends tagged ``core4/state=deferred`` (with ``core4/message`` and ``core4/defer_at``),
+    so it holds no run slot while it waits; it uses no attempt and is no failure an operator
+    has to handle: the project's monitor sensor launches it again with the same config and
+    tags (``core4/defer_count`` counting). Once ``defer_max`` seconds have passed since the
+    first deferring run first started, the run fails as inactive instead: run tags
+    ``core4/state=inactive`` and ``core4/message`` carry the message.
     """
     context = current_context()
     if not _in_core4_op(context):
@@ -214,7 +203,9 @@ def defer(message: str) -> NoReturn:
         )
     defer_time = run_property("defer_time", context)
     defer_max = run_property("defer_max", context)
-    elapsed = time.time() - _first_start(context)
+    tags = context.run.tags
+    since = _float_tag(tags, DEFER_SINCE_TAG) or _first_start(context)
+    elapsed = time.time() - since
     if elapsed >= defer_max:
         context.instance.add_run_tags(context.run_id, {STATE_TAG: "inactive", MESSAGE_TAG: message[:500]})
         raise dg.Failure(
@@ -225,8 +216,62 @@ def defer(message: str) -> NoReturn:
             metadata={"state": "inactive", "message": message, "defer_max": float(defer_max)},
             allow_retries=False,
         )
-    context.log.info(f"deferred: {message}; next attempt in {defer_time:g}s")
-    raise DeferRequested(message, seconds_to_wait=defer_time)
+    count = int(_float_tag(tags, DEFER_COUNT_TAG) or 0) + 1
+    again = time.time() + defer_time
+    context.instance.add_run_tags(context.run_id, {
+        STATE_TAG: "deferred", MESSAGE_TAG: message[:500],
+        DEFER_AT_TAG: f"{again:.3f}", DEFER_SINCE_TAG: f"{since:.3f}",
+    })
+    raise dg.Failure(
+        description=(
+            f"deferred: {message}; launched again in {defer_time:g}s (defer {count}; inactive "
+            f"{max(0.0, defer_max - elapsed):.0f}s from now, after defer_max {defer_max:g}s)"
+        ),
+        metadata={"state": "deferred", "message": message, "defer_at": again, "defer_count": count},
+        allow_retries=False,  # a defer is no failure: it uses no attempt
+    )
+
+
+def _float_tag(tags: Mapping[str, str], key: str) -> float | None:
+    try:
+        return float(tags[key])
+    except (KeyError, ValueError):
+        return None
+
+
+# -- heartbeat -------------------------------------------------------------------------------
+
+_last_heartbeat: dict[str, float] = {}
+_heartbeat_every: dict[str, float] = {}
+
+
+def heartbeat(context: dg.OpExecutionContext | None = None) -> bool:
+    """Tell the zombie monitor this run is alive: run tag ``core4/heartbeat``, stored at most
+    every few seconds (cheap to call per file or per chunk). Returns whether it was stored;
+    False also where no op runs (a thread of its own, a plain function in a test).
+
+    A run whose last heartbeat (or start) is older than its ``zombie_time`` is flagged
+    ``core4/state=zombie`` by the project's monitor sensor, and stopped with
+    ``zombie_action: kill``. :func:`progress` beats too.
+    """
+    if context is None:
+        try:
+            context = dg.OpExecutionContext.get()
+        except dg.DagsterInvariantViolationError:
+            return False
+    run_id = context.run_id
+    now = time.time()
+    if run_id not in _heartbeat_every:
+        try:  # a short zombie_time needs more frequent beats
+            _heartbeat_every[run_id] = min(HEARTBEAT_INTERVAL, float(run_property("zombie_time", context)) / 3)
+        except Core4Error:
+            _heartbeat_every[run_id] = HEARTBEAT_INTERVAL
+    last = _last_heartbeat.get(run_id)
+    if last is not None and now - last < _heartbeat_every[run_id]:
+        return False
+    _last_heartbeat[run_id] = now
+    context.instance.add_run_tags(run_id, {HEARTBEAT_TAG: f"{now:.3f}"})
+    return True
 
 
 # -- progress ------------------------------------------------------------------------------
@@ -243,6 +288,7 @@ def progress(fraction: float, message: str = "") -> bool:
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
         raise PipelineError(f"progress({fraction!r}): expected a fraction from 0 to 1")
     context = current_context()
+    heartbeat(context)
     key = (context.run_id, _step_key(context))
     now = time.monotonic()
     last = _last_progress.get(key)

@@ -26,7 +26,8 @@ from core4_pipelines.tags import JOB_TAG, MAX_RUNTIME_TAG, PRIORITY_TAG
 ARGS_TAG = "core4/args"  # hash of job and run config: what "the same arguments" means
 _TOP_LEVEL = ("ops", "resources", "execution", "loggers")
 _PROPERTY_TAGS = {"priority": PRIORITY_TAG, "wall_time": MAX_RUNTIME_TAG}
-_LAUNCH_PROPERTIES = ("attempts", "error_time", "defer_time", "defer_max", "progress_interval",
+_LAUNCH_PROPERTIES = ("attempts", "error_time", "defer_time", "defer_max", "progress_interval", "zombie_time",
+                      "zombie_action",
                       "priority", "wall_time", "chain")
 
 
