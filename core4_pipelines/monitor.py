@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 import dagster as dg
+from dagster._core.events import EngineEventData
 from dagster._core.storage.tags import HIDDEN_TAG_PREFIX, RUN_KEY_TAG, SYSTEM_TAG_PREFIX
 
 from core4_pipelines.properties import JOB_TAG, resolved_properties, tag_property
@@ -100,8 +101,10 @@ def flag_zombie(instance: dg.DagsterInstance, run: dg.DagsterRun, silent: float,
                + ("stopping it (zombie_action: kill)" if action == "kill"
                   else "left running (zombie_action: flag); stop it with coco kill"))
     instance.add_run_tags(run.run_id, {STATE_TAG: "zombie", MESSAGE_TAG: message})
+    data = EngineEventData({"silent seconds": dg.MetadataValue.float(round(silent, 1)),
+                            "zombie_time": dg.MetadataValue.float(float(zombie_time))})
     event = dg.DagsterEvent(event_type_value=dg.DagsterEventType.ENGINE_EVENT.value, job_name=run.job_name,
-                            message=message)
+                            message=message, event_specific_data=data)
     instance.report_dagster_event(event, run_id=run.run_id, log_level=logging.ERROR)
     if action != "kill":
         return f"run {run.run_id}: {message}"

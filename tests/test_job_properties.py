@@ -17,10 +17,7 @@ from core4_pipelines.errors import JobSettingsError, PipelineError
 from core4_pipelines.project import project_definitions
 from core4_pipelines.properties import resolved_properties
 from core4_pipelines.runtime import (
-    MESSAGE_TAG,
     SOURCES_TAG,
-    STATE_TAG,
-    core4_op,
     defer,
     insert,
     job_config,
@@ -120,46 +117,7 @@ def test_attempts_are_retries_spaced_by_error_time(project, attempts, succeeds, 
     assert all(later - earlier >= 0.3 for earlier, later in itertools.pairwise(starts))
 
 
-@core4_op
-def defers_then_fails_once(context) -> str:
-    seen = calls.setdefault(context.run_id, [])
-    seen.append(time.monotonic())
-    if len(seen) <= 3:
-        defer(f"source not ready ({len(seen)})")
-    if len(seen) == 4:
-        raise RuntimeError("one real failure")
-    return "done"
-
-
-def test_defer_uses_no_attempt(project, instance):
-    name = project("shop4")
-    declared = declared_job("waits", defers_then_fails_once, attempts=2, error_time=0, defer_time=0.05)
-    job = project_definitions(name, jobs=[declared]).resolve_job_def("waits")
-    result = run(job, instance)
-    assert result.success, "3 defers and 1 failure must fit into attempts=2"
-    assert len(calls[result.run_id]) == 5
-    retries = step_events(instance, result.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY)
-    assert [e.dagster_event.event_specific_data.error.cls_name for e in retries] == (
-        ["DeferRequested"] * 3 + ["RetryRequested"]
-    )
-
-
-@core4_op
-def always_defers() -> None:
-    defer("upstream file missing")
-
-
-def test_deferring_past_defer_max_ends_inactive(project, instance):
-    name = project("shop5")
-    declared = declared_job("stuck", always_defers, attempts=5, defer_time=0.1, defer_max=0.5)
-    job = project_definitions(name, jobs=[declared]).resolve_job_def("stuck")
-    started = time.monotonic()
-    result = run(job, instance)
-    assert not result.success and time.monotonic() - started >= 0.5
-    tags = instance.get_run_by_id(result.run_id).tags
-    assert tags[STATE_TAG] == "inactive" and tags[MESSAGE_TAG] == "upstream file missing"
-    failure = step_events(instance, result.run_id, dg.DagsterEventType.STEP_FAILURE)[0]
-    assert "inactive" in failure.dagster_event.event_specific_data.error.message
+# defer() ends the run and the project's monitor launches it again: tests/test_monitor.py.
 
 
 @dg.op

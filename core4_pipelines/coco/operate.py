@@ -27,8 +27,7 @@ ARGS_TAG = "core4/args"  # hash of job and run config: what "the same arguments"
 _TOP_LEVEL = ("ops", "resources", "execution", "loggers")
 _PROPERTY_TAGS = {"priority": PRIORITY_TAG, "wall_time": MAX_RUNTIME_TAG}
 _LAUNCH_PROPERTIES = ("attempts", "error_time", "defer_time", "defer_max", "progress_interval", "zombie_time",
-                      "zombie_action",
-                      "priority", "wall_time", "chain")
+                      "zombie_action", "priority", "wall_time", "chain")
 
 
 def parse_assignments(items: Iterable[str]) -> list[tuple[str, Any]]:
