@@ -4,6 +4,10 @@ Both compress the same CSV files at level 6 into an archive folder and remove
 the source. Ours writes a hidden temp, fsyncs it, renames it, fsyncs the
 folder and removes the source; the baseline gzips straight into the target
 and unlinks the source. Throughput ratio = baseline time / our time.
+
+The batch rows archive the same files with ``move_archive_many`` in batches of
+100 (what an import run does with its batch): the copies' fsyncs issued
+together and one folder fsync per batch instead of two fsyncs per file.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from bench import (
 
 NAME = "move_archive"
 TITLE = "move_archive (gzip 6), vs Python gzip level 6 on the same bytes"
-CASES = ((1_000, 50 * 1024), (1, 50 * 2**20))
-SMOKE_CASES = ((20, 50 * 1024), (1, 2 * 2**20))
+# (files, bytes each, files per move_archive_many call or None for move_archive per file)
+CASES = ((1_000, 50 * 1024, None), (1_000, 50 * 1024, 100), (1, 50 * 2**20, None), (5_000, 1024, 100))
+SMOKE_CASES = ((20, 50 * 1024, None), (20, 50 * 1024, 10), (1, 2 * 2**20, None), (40, 1024, 10))
 STARTED = datetime(2024, 1, 31, 12, 0, tzinfo=UTC)
 
 
@@ -61,7 +66,7 @@ def flush_costs(folder: str, samples: int = 50) -> dict[str, float]:
     return {"fsync_file_ms": statistics.median(file_ms), "fsync_folder_ms": statistics.median(folder_ms)}
 
 
-def measure(count: int, size: int, smoke: bool) -> Row:
+def measure(count: int, size: int, batch: int | None, smoke: bool) -> Row:
     content, _ = csv_bytes(size)
     names = [f"reading-{i:05d}.csv" for i in range(count)]
     with scratch(NAME) as root:
@@ -79,8 +84,14 @@ def measure(count: int, size: int, smoke: bool) -> Row:
             return prepare
 
         def ours():
-            for path in paths:
-                folders.move_archive(path, run_id="bench-run", started=STARTED)
+            if batch is None:
+                for path in paths:
+                    folders.move_archive(path, run_id="bench-run", started=STARTED)
+                return
+            for start in range(0, len(paths), batch):
+                results = folders.move_archive_many(paths[start:start + batch], run_id="bench-run", started=STARTED)
+                if not all(isinstance(r, str) for r in results):
+                    raise AssertionError(f"move_archive_many failed: {results}")
 
         def baseline():
             for name, path in zip(names, paths):
@@ -101,6 +112,8 @@ def measure(count: int, size: int, smoke: bool) -> Row:
         flushes = flush_costs(os.path.join(root, "fsync-probe"), 10 if smoke else 50)
     megabytes = count * len(content) / 2**20
     label = f"{count:,} x {len(content) // 1024:,} KB" if size < 2**20 else f"{count} x {size // 2**20} MB"
+    if batch is not None:
+        label += f", move_archive_many by {batch}"
     return Row(
         label,
         ours_s,
@@ -110,6 +123,7 @@ def measure(count: int, size: int, smoke: bool) -> Row:
         context={
             "files": count,
             "file_bytes": len(content),
+            "batch": batch,
             "ours_mb_per_s": megabytes / statistics.median(ours_s),
             "baseline_mb_per_s": megabytes / statistics.median(baseline_s),
             "compression_ratio": packed / (count * len(content)) if packed else None,
@@ -120,4 +134,4 @@ def measure(count: int, size: int, smoke: bool) -> Row:
 
 
 def run(smoke: bool) -> list[Row]:
-    return [measure(count, size, smoke) for count, size in (SMOKE_CASES if smoke else CASES)]
+    return [measure(count, size, batch, smoke) for count, size, batch in (SMOKE_CASES if smoke else CASES)]
