@@ -65,7 +65,8 @@ def test_info_counts_deferred_runs_apart_from_failures():
                 "tags": [{"key": k, "value": v} for k, v in tags.items()]}
 
     runs = [run("a", "QUEUED"), run("a", "STARTED"), run("a", "FAILURE"),
-            run("a", "FAILURE", **{"core4/state": "deferred"}), run("b", "SUCCESS"), run("b", "CANCELING")]
+            run("a", "FAILURE", **{"core4/state": "deferred"}),
+            run("a", "FAILURE", **{"core4/state": "relaunched"}), run("b", "SUCCESS"), run("b", "CANCELING")]
     counts = info.count_runs(runs)
     assert dict(counts["a"]) == {"queued": 1, "running": 1, "failed": 1, "deferred": 1}
     assert dict(counts["b"]) == {"running": 1}

@@ -48,6 +48,7 @@ query RecentRuns($filter: RunsFilter, $limit: Int) {
 DOCUMENTS = ("DAEMON_HEALTH", "RECENT_RUNS")
 QUEUED = {"QUEUED", "NOT_STARTED"}
 RUNNING = {"STARTING", "STARTED", "CANCELING"}
+NOT_FAILED = ("deferred", "relaunched")  # core4/state of a run that ended by defer()
 
 
 @dataclass
@@ -95,14 +96,20 @@ def _tags(run: Mapping) -> dict[str, str]:
 
 
 def count_runs(runs: list[Mapping]) -> dict[str, Counter]:
-    """Per project: queued, running, failed (deferred ones apart: they run again by themselves)."""
+    """Per project: queued, running, failed; deferred runs apart (they run again by themselves),
+    those launched again already not at all."""
     counts: dict[str, Counter] = {}
     for run in runs:
         project = (run.get("repositoryOrigin") or {}).get("repositoryLocationName", "?")
         status = run["status"]
         state = _tags(run).get(STATE_TAG)
-        kind = ("queued" if status in QUEUED else "running" if status in RUNNING
-                else ("deferred" if state == "deferred" else "failed") if status == "FAILURE" else None)
+        kind = None
+        if status in QUEUED or status in RUNNING:
+            kind = "queued" if status in QUEUED else "running"
+        elif status == "FAILURE" and state not in NOT_FAILED:
+            kind = "failed"
+        elif status == "FAILURE" and state == "deferred":
+            kind = "deferred"
         if kind:
             counts.setdefault(project, Counter())[kind] += 1
     return counts

@@ -333,12 +333,12 @@ def cmd_kill(args) -> int:
 
 
 def last_failed_run(api: DagsterAPI, qualified: str) -> str:
-    """The newest failed run of ``qualified`` that waits for an operator (not a deferred one:
-    the instance launches that again by itself)."""
+    """The newest failed run of ``qualified`` that waits for an operator (not one that ended by
+    defer(): the instance launches that again by itself)."""
     split_job(qualified)
     for run in api.runs(statuses=["FAILURE"], tags={JOB_TAG: qualified}, limit=50):
         tags = {t["key"]: t["value"] for t in run.get("tags", [])}
-        if tags.get("core4/state") != "deferred":
+        if tags.get("core4/state") not in ("deferred", "relaunched"):
             return run["runId"]
     raise OperateError(f"{qualified}: no failed run to restart among its last 50 failed runs")
 
