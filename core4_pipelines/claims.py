@@ -32,6 +32,7 @@ class ScanResult:
     """What one scan of a proc folder found."""
 
     ready: list[str] = field(default_factory=list)  # names, oldest first
+    ready_bytes: list[int] = field(default_factory=list)  # their sizes, in the same order
     too_young: int = 0  # new or changed since the last scan: not yet stable for min_age_seconds
     open_for_writing: int = 0  # stable, but a process still holds them open for writing
     not_matching: int = 0
@@ -96,7 +97,7 @@ def scan_ready(
     waiting = min_age_seconds > 0
     tracker = (tracker or tracker_for(proc_folder)) if waiting else None
     result = ScanResult()
-    dated: list[tuple[float, str]] = []
+    dated: list[tuple[float, str, int]] = []
     present: set[str] = set()
     try:
         entries = os.scandir(proc_folder)
@@ -128,7 +129,7 @@ def scan_ready(
                 if not tracker.stable(name, file_state(stat), now, min_age_seconds):
                     result.too_young += 1
                     continue
-            dated.append((stat.st_mtime, name))
+            dated.append((stat.st_mtime, name, stat.st_size))
     if tracker is not None:
         tracker.forget_except(present)
     result.ready_total = len(dated)
@@ -136,7 +137,7 @@ def scan_ready(
         dated = heapq.nsmallest(limit, dated)  # no full sort of 100k names for one batch
     else:
         dated.sort()
-    for _, name in dated:
+    for _, name, size in dated:
         if open_for_writing(os.path.join(proc_folder, name)):
             result.open_for_writing += 1
             result.ready_total -= 1
@@ -144,16 +145,41 @@ def scan_ready(
                 tracker.forget(name)  # it will change again: start its wait anew
             continue
         result.ready.append(name)
+        result.ready_bytes.append(size)
     return result
 
 
+def grown_batch_size(backlog: int, batch_size: int, max_batches: int, max_batch_files: int) -> int:
+    """Files per batch this tick: ``batch_size``, grown while the backlog is more than
+    ``max_batches`` batches of it could take, up to ``max_batch_files``.
+
+    A tick claims at most ``max_batches`` batches, so without growth a backlog of
+    100k files would take 100 ticks (1,000 s at the defaults) just to be claimed.
+    """
+    wanted = -(-backlog // max_batches)  # ceil: the whole backlog in this tick's batches
+    return max(batch_size, min(max_batch_files, wanted))
+
+
 def claim_batches(
-    proc_folder: str, names: list[str], batch_size: int, max_batches: int
+    proc_folder: str,
+    names: list[str],
+    batch_size: int,
+    max_batches: int,
+    *,
+    sizes: list[int] | None = None,
+    min_files: int | None = None,
+    max_bytes: int | None = None,
 ) -> list[Batch]:
-    """Rename up to ``batch_size * max_batches`` of ``names`` into new batch folders."""
+    """Rename up to ``batch_size * max_batches`` of ``names`` into new batch folders.
+
+    With ``sizes`` (of ``names``) and ``max_bytes``, a batch that already holds
+    ``min_files`` files closes before the next file would take it past ``max_bytes``:
+    a grown batch stays bounded in bytes, and a batch of up to ``min_files`` never is.
+    """
     batches: list[Batch] = []
     if not names:
         return batches
+    min_files = batch_size if min_files is None else min_files
     root = make_dirs(batch_root(proc_folder), FOLDER_MODE)
     position = 0
     while position < len(names) and len(batches) < max_batches:
@@ -162,8 +188,13 @@ def claim_batches(
         os.mkdir(staging, FOLDER_MODE)
         os.chmod(staging, FOLDER_MODE)  # exactly 0o750, whatever the umask
         claimed: list[str] = []
+        claimed_bytes = 0
         while position < len(names) and len(claimed) < batch_size:
             name = names[position]
+            size = sizes[position] if sizes is not None else 0
+            if max_bytes is not None and len(claimed) >= min_files and claimed_bytes + size > max_bytes:
+                break
+            claimed_bytes += size
             position += 1
             try:
                 rename_noreplace(os.path.join(proc_folder, name), os.path.join(staging, name))

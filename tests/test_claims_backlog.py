@@ -1,0 +1,43 @@
+"""Claims keep up with the backlog: batches grow with it, bounded by a file count and bytes."""
+
+from __future__ import annotations
+
+import os
+
+from core4_pipelines.claims import batch_files, claim_batches, grown_batch_size, scan_ready
+
+
+def fill(folder, sizes: list[int]) -> None:
+    os.makedirs(folder, exist_ok=True)
+    for index, size in enumerate(sizes):
+        path = os.path.join(folder, f"f{index:05d}.csv")
+        with open(path, "wb") as handle:
+            handle.write(b"x" * size)
+        os.utime(path, (1_600_000_000 + index, 1_600_000_000 + index))
+
+
+def test_the_batch_grows_with_the_backlog_up_to_its_bound():
+    assert grown_batch_size(50, 100, 10, 1000) == 100  # a small backlog: batches as configured
+    assert grown_batch_size(1000, 100, 10, 1000) == 100
+    assert grown_batch_size(5000, 100, 10, 1000) == 500  # the whole backlog in one tick
+    assert grown_batch_size(100_000, 100, 10, 1000) == 1000  # bounded
+    assert grown_batch_size(100, 1, 100, 10) == 1  # run per file stays so while the tick can take all
+
+
+def test_a_grown_batch_stops_at_its_byte_bound_a_configured_one_never(tmp_path):
+    proc = str(tmp_path / "proc")
+    fill(proc, [100] * 30)
+    scan = scan_ready(proc, None, 0)
+    assert scan.ready_bytes == [100] * 30 and len(scan.ready) == 30
+    # grown to 20 files, but a batch past 5 files closes before 1,000 bytes: 9 files of 100 bytes
+    batches = claim_batches(proc, scan.ready, 20, 2, sizes=scan.ready_bytes, min_files=5, max_bytes=950)
+    assert [len(b.files) for b in batches] == [9, 9]
+    assert sorted(batch_files(batches[0].path)) == batches[0].files == scan.ready[:9]
+    # min_files is never cut by bytes: one file each bigger than the bound still makes a batch of min_files
+    proc2 = str(tmp_path / "proc2")
+    fill(proc2, [5000] * 6)
+    scan = scan_ready(proc2, None, 0)
+    batches = claim_batches(proc2, scan.ready, 4, 3, sizes=scan.ready_bytes, min_files=2, max_bytes=100)
+    assert [len(b.files) for b in batches] == [2, 2, 2]
+    claimed = [name for b in batches for name in b.files]
+    assert sorted(claimed) == sorted(scan.ready) and len(set(claimed)) == 6
