@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core4_pipelines.cookie import Cookie
-    from core4_pipelines.jobs import ImportBatchConfig, download_to_proc, import_job, import_run_config
+    from core4_pipelines.downloads import download_job, download_to_proc
+    from core4_pipelines.import_assets import collection_key, inbox_key
+    from core4_pipelines.jobs import ImportBatchConfig, import_job, import_run_config
     from core4_pipelines.project import project_definitions, project_resources, project_settings
     from core4_pipelines.properties import job_properties
     from core4_pipelines.readers import read_csv
@@ -34,7 +36,10 @@ _EXPORTS = {
     "cookie": "core4_pipelines.runtime",
     "core4_op": "core4_pipelines.runtime",
     "defer": "core4_pipelines.runtime",
-    "download_to_proc": "core4_pipelines.jobs",
+    "collection_key": "core4_pipelines.import_assets",
+    "download_job": "core4_pipelines.downloads",
+    "download_to_proc": "core4_pipelines.downloads",
+    "inbox_key": "core4_pipelines.import_assets",
     "import_job": "core4_pipelines.jobs",
     "import_run_config": "core4_pipelines.jobs",
     "insert": "core4_pipelines.runtime",
@@ -58,8 +63,11 @@ __all__ = [
     "cookie",
     "core4_op",
     "defer",
+    "collection_key",
+    "download_job",
     "download_to_proc",
     "import_job",
+    "inbox_key",
     "import_run_config",
     "insert",
     "job_config",

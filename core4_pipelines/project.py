@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping
 
 import dagster as dg
 
+from core4_pipelines.project_assets import project_assets
 from core4_pipelines.project_jobs import resolve_project_jobs
 from core4_resources.config import Settings, load_config
 from core4_resources.folders import FolderResource
@@ -76,13 +77,16 @@ def project_definitions(
     configure_library_logging(settings.logging)
     bound = project_resources(settings)
     bound.update(resources or {})
+    # Imports and downloads built for this project (and its configured freshness), with
+    # the inbox and collection assets they need.
+    graph = project_assets(project, settings, jobs, sensors, schedules)
     # core4 job properties (job_properties(), jobs.<job> in the configuration, job.* defaults)
     # applied to every job; declared schedules and the chain sensor added.
-    resolved = resolve_project_jobs(project, settings, jobs, sensors, schedules)
+    resolved = resolve_project_jobs(project, settings, graph.jobs, graph.sensors, graph.schedules)
     return dg.Definitions(
         jobs=resolved.jobs,
         sensors=resolved.sensors,
         schedules=resolved.schedules,
-        assets=list(assets),
+        assets=[*graph.assets, *assets],
         resources=bound,
     )

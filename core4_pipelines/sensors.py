@@ -25,7 +25,7 @@ import dagster as dg
 
 from core4_pipelines.claims import Batch, claim_batches, pending_batches, scan_ready
 from core4_pipelines.clean import sweep_on_sensor_start
-from core4_pipelines.jobs import BATCH_TAG, import_run_config
+from core4_pipelines.jobs import BATCH_TAG, import_run_config, inbox_of, pattern_of
 from core4_pipelines.properties import declared_properties, resolved_properties
 from core4_pipelines.recovery import RECOVERED_TAG, UNFINISHED, fail_orphaned_run, is_local_launcher, worker_gone
 from core4_pipelines.writers import tracker_for
@@ -152,7 +152,10 @@ def proc_folder_sensor(
     """A sensor that claims files in ``<proc>/<project>/`` and starts ``job`` per batch.
 
     ``job`` is built by :func:`core4_pipelines.jobs.import_job`. ``pattern`` is a
-    regex matched at the start of the file name (core4's ``list_proc`` meaning).
+    regex matched at the start of the file name (core4's ``list_proc`` meaning);
+    it defaults to the job's own ``pattern``. Each tick whose backlog changed reports
+    it as an observation of the job's inbox asset (files waiting, bytes, age of the
+    oldest, claimed batches waiting), so the UI plots the backlog over time.
     A file is claimed once it has stayed unchanged (size, mtime, inode) for
     ``min_age_seconds`` between scans and no process holds it open for writing,
     so a writer that ignores the hidden-temp-name convention is not read half-way
@@ -166,8 +169,17 @@ def proc_folder_sensor(
         )
     if min_age_seconds < 0:
         raise ValueError(f"proc_folder_sensor({job.name}): min_age_seconds must be >= 0, got {min_age_seconds}")
-    regex = re.compile(pattern) if isinstance(pattern, str) else pattern
     import_run_config(job, "00000000T000000-00000000")  # fails now, not at the first tick, if job is wrong
+    own = pattern_of(job)
+    given = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+    if given is not None and own is not None and given != own:
+        raise ValueError(
+            f"proc_folder_sensor({job.name}): pattern {given!r} differs from the job's own {own!r}; "
+            "give it in one place (import_job(pattern=...))"
+        )
+    pattern = pattern if pattern is not None else own
+    regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+    inbox = inbox_of(job)
     sensor_name = name or f"{job.name}_proc_sensor"
 
     @dg.sensor(
@@ -212,13 +224,44 @@ def proc_folder_sensor(
             tracker=tracker_for(proc, sensor_name),
         )
         requests = list(recovery.requests)
-        for batch in claim_batches(proc, scan.ready, batch_size, max_batches_per_tick):
+        claimed = claim_batches(proc, scan.ready, batch_size, max_batches_per_tick)
+        for batch in claimed:
             requests.append(_request(job, batch.batch_id, len(batch.files), base))
-        if requests:
-            return requests
-        return dg.SkipReason(_skip_reason(proc, regex, min_age_seconds, scan, recovery))
+        observation, cursor = _inbox_observation(inbox, scan, claimed, recovery, now, context.cursor)
+        return dg.SensorResult(
+            run_requests=requests,
+            skip_reason=None if requests else _skip_reason(proc, regex, min_age_seconds, scan, recovery),
+            asset_events=[observation] if observation else [],
+            cursor=cursor,
+        )
 
     return proc_sensor
+
+
+def _inbox_observation(
+    inbox: dg.AssetKey | None, scan, claimed: list[Batch], recovery: _Recovery, now: float, cursor: str | None
+) -> tuple[dg.AssetObservation | None, str | None]:
+    """The inbox's backlog as this tick found it (before its claim), when it changed since the
+    last one reported (the cursor holds those counts: the oldest file's age changes every tick)."""
+    if inbox is None:
+        return None, cursor
+    batches = recovery.running + len(recovery.waiting) + len(recovery.stranded) + len(recovery.canceled)
+    failed = len(recovery.waiting) + len(recovery.stranded) + len(recovery.canceled)
+    counts = f"{scan.waiting}/{scan.waiting_bytes}/{batches}/{failed}"
+    if counts == cursor:
+        return None, cursor
+    oldest = 0.0 if scan.oldest_mtime is None else max(0.0, now - scan.oldest_mtime)
+    return dg.AssetObservation(
+        asset_key=inbox,
+        metadata={
+            "files_waiting": scan.waiting,
+            "bytes_waiting": scan.waiting_bytes,
+            "oldest_age_seconds": round(oldest, 1),
+            "claimed_batches": batches,
+            "batches_waiting_on_a_failed_run": failed,
+            "claimed_now": sum(len(b.files) for b in claimed),
+        },
+    ), counts
 
 
 def _skip_reason(proc, regex, min_age_seconds, scan, recovery: _Recovery) -> str:

@@ -28,10 +28,14 @@ def test_batch_imported_stamped_and_archived(folders, mongo):
     assert {name: gzip.decompress(read(path)) for name, (path,) in archived(folders).items()} == contents
     assert not os.path.exists(os.path.join(batch_root(folders.proc_folder()), batch_id))
     assert os.listdir(folders.proc_folder()) == [".batch"]
-    events = result.get_asset_materialization_events()
-    assert {e.materialization.metadata["source"].value for e in events} == {"a.csv", "b.csv"}
-    assert events[0].materialization.metadata["records"].value in (2, 3)
-    assert result.run_id in str(events[0].materialization.metadata["archive"].value)
+    # One materialization of the collection for the batch, its file table naming each file.
+    (event,) = result.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    assert event.materialization.asset_key.path[-1] == "things"
+    assert (metadata["files"].value, metadata["records"].value, metadata["batch"].value) == (2, 5, batch_id)
+    table = {row.data["file"]: row.data for row in metadata["file_table"].value.records}
+    assert {name: row["records"] for name, row in table.items()} == {"a.csv": 3, "b.csv": 2}
+    assert all(result.run_id in row["moved_to"] and row["outcome"] == "imported" for row in table.values())
 
 
 def test_reexecution_of_a_partly_imported_batch_does_not_duplicate(folders, mongo):

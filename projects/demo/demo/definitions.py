@@ -1,20 +1,25 @@
-"""The demo's Dagster definitions: a download job, the proc sensor and the import job."""
+"""The demo's Dagster definitions: a download job, the proc sensor and the import job.
+
+In the asset graph: readings_inbox (delivered by download_samples, observed by the
+sensor) -> readings (the MongoDB collection, materialized once per imported batch).
+"""
 
 
 import os
 import shutil
+from datetime import timedelta
 
 import dagster as dg
 
 from core4_pipelines import (
     FolderResource,
+    download_job,
     download_to_proc,
     import_job,
     proc_folder_sensor,
     project_definitions,
     read_csv,
 )
-from core4_pipelines.jobs import job_properties
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "samples")
 
@@ -23,13 +28,22 @@ class DownloadConfig(dg.Config):
     copies: int = 1  # how many copies of the sample set to fetch
 
 
-@dg.op(description="Fetch the bundled sample files (an offline source) into proc via transfer")
-def fetch_samples(context: dg.OpExecutionContext, config: DownloadConfig, folders: FolderResource) -> list[str]:
+import_readings = import_job(
+    "import_readings",
+    read=read_csv,
+    collection="readings",
+    pattern=r"readings-.*\.csv$",
+    freshness=timedelta(hours=26),  # a daily download: overdue when a day passed without an import
+)
+
+
+def fetch_samples(context: dg.AssetExecutionContext, config: DownloadConfig, folders: FolderResource) -> list[str]:
+    """Fetch the bundled sample files (an offline source) into proc via transfer."""
     fetched = []
     for copy in range(config.copies):
         for sample in sorted(os.listdir(SAMPLES)):
             stem, ext = os.path.splitext(sample)
-            name = f"{stem}-{context.run_id[:8]}-{copy}{ext}"
+            name = f"{stem}-{context.run.run_id[:8]}-{copy}{ext}"
             with open(os.path.join(SAMPLES, sample), "rb") as source:
                 path = download_to_proc(folders, name, lambda out: shutil.copyfileobj(source, out))
             context.log.info(f"fetched {sample} -> {path}")
@@ -39,18 +53,16 @@ def fetch_samples(context: dg.OpExecutionContext, config: DownloadConfig, folder
 
 # core4 job properties: a daily download at 06:00 UTC, switched off until an operator starts
 # the schedule in the UI; jobs.download_samples in demo.yaml (or env) overrides these values.
-@job_properties(schedule="0 6 * * *", schedule_status="stopped", attempts=2, error_time=60)
-@dg.job(description="Download the demo's sample readings into proc", executor_def=dg.in_process_executor)
-def download_samples():
-    fetch_samples()
-
-
-import_readings = import_job("import_readings", read=read_csv, collection="readings")
+download_samples = download_job(
+    "download_samples",
+    fetch_samples,
+    produces=import_readings,
+    description="Download the demo's sample readings into proc",
+    properties={"schedule": "0 6 * * *", "schedule_status": "stopped", "attempts": 2, "error_time": 60},
+)
 
 defs = project_definitions(
     "demo",
     jobs=[download_samples, import_readings],
-    sensors=[
-        proc_folder_sensor(import_readings, pattern=r"readings-.*\.csv$", batch_size=100, min_age_seconds=1)
-    ],
+    sensors=[proc_folder_sensor(import_readings, batch_size=100, min_age_seconds=1)],
 )
