@@ -14,6 +14,14 @@ appeared meanwhile, stops it, and marks the file ``"provisioned": true``. A star
 that finds the file unmarked (provisioning was interrupted) provisions again with the
 same password (``updateUser`` when the user exists). ``EmbeddedMongo.url`` carries the
 credentials: print it only through ``config.mask_url``.
+
+One server per data folder: a start takes the lock beside the folder and, when a server of the
+folder runs already (started by another process: ``coco serve``, or a code server or run worker
+through ``ensure_embedded``), adopts it instead of starting a second one (see embedded_state.py).
+An adopted server is left running by ``stop()``; ``restart()`` replaces it.
+
+The embedded server of ``folder.root`` -- what every process uses when no ``mongo_url`` is
+configured, started on demand -- is in embedded_root.py.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from core4_resources.credentials import (  # noqa: F401 - url_with_credentials i
     url_with_credentials,
     write_credentials,
 )
+from core4_resources.embedded_state import ServerState, exclusive, read_state, serves, stop_pid, write_state
 from core4_resources.errors import EmbeddedMongoError
 from core4_resources.moves import make_dirs
 
@@ -99,6 +108,8 @@ class EmbeddedMongo:
     Its output goes to ``log_path`` (default ``<storage_path>.log`` beside the folder),
     its user and password to ``credentials_path`` (default ``<storage_path>.credentials``).
     ``auth=False`` runs it without access control: only for provisioning and measurements.
+    ``detached=True`` leaves the server running when this process exits (``ensure_embedded``).
+    A ``port`` given is used or is an error; else the port of the folder's last server, else a free one.
     """
 
     def __init__(
@@ -111,6 +122,7 @@ class EmbeddedMongo:
         log_path: str | os.PathLike | None = None,
         credentials_path: str | os.PathLike | None = None,
         auth: bool = True,
+        detached: bool = False,
     ) -> None:
         self.storage_path = os.path.abspath(os.fspath(storage_path))
         self.host = host
@@ -118,6 +130,10 @@ class EmbeddedMongo:
         self.log_path = self._beside_storage(log_path, ".log")
         self.credentials_path = self._beside_storage(credentials_path, ".credentials")
         self.auth = auth
+        self.detached = detached
+        self.lock_path = self._beside_storage(None, ".lock")
+        self.state_path = self._beside_storage(None, ".state")
+        self._adopted_pid: int | None = None
         self._credentials: Credentials | None = None
         self._requested_port = port
         self._port: int | None = port
@@ -139,8 +155,13 @@ class EmbeddedMongo:
 
     @property
     def pid(self) -> int | None:
-        """Process id of the running (or last) server process."""
-        return self._process.pid if self._process is not None else None
+        """Process id of the running (or last) server process, started here or adopted."""
+        return self._process.pid if self._process is not None else self._adopted_pid
+
+    @property
+    def adopted(self) -> bool:
+        """Whether the server was started by another process and found running by start()."""
+        return self._adopted_pid is not None
 
     @property
     def exit_code(self) -> int | None:
@@ -157,13 +178,11 @@ class EmbeddedMongo:
             raise EmbeddedMongoError(
                 f"embedded server for {self.storage_path} has no port yet; call start() first"
             )
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        user = ""
-        if self._credentials is not None:
-            user = f"{self._credentials.user}:{self._credentials.password}@"
-        return f"mongodb://{user}{host}:{self._port}"
+        return server_url(self.host, self._port, self._credentials)
 
     def is_running(self) -> bool:
+        if self._adopted_pid is not None:
+            return serves(self._adopted_pid, self.storage_path)
         if self._process is None:
             return False
         if os.getpid() != self._owner_pid:  # a forked copy cannot wait() on it
@@ -177,26 +196,39 @@ class EmbeddedMongo:
     # -- lifecycle --------------------------------------------------------------
 
     def start(self) -> "EmbeddedMongo":
-        """Start the server and wait until it answers; a no-op when it runs already."""
+        """Start the server and wait until it answers, or adopt the folder's running one;
+        a no-op when it runs already."""
         if self.is_running():
             return self
         executable = find_server_executable()
         self._make_folders()
-        if self.auth:
+        if not self.auth:  # provisioning (under the lock already) or a measurement
+            self._start_on(executable, self._requested_port, fixed=self._requested_port is not None)
+            return self
+        with exclusive(self.lock_path, self.startup_timeout + 60):
             self._credentials = self._provisioned_credentials()
-        self._start_on(executable, self._requested_port)
+            self._start_or_adopt(executable, self._requested_port)
         return self
 
     def restart(self, grace: float = 5) -> "EmbeddedMongo":
-        """Stop the server (killed after ``grace`` seconds) or clear a dead one, and start
-        it again on the same port with the same data."""
+        """Stop the server (killed after ``grace`` seconds; an adopted one too) or clear a dead
+        one, and start it again on the same port with the same data."""
         port = self._port
-        self.stop(grace)
-        self._start_on(find_server_executable(), port)
+        if self._adopted_pid is not None:
+            stop_pid(self._adopted_pid, self.storage_path, grace)
+            self._adopted_pid = None
+        else:
+            self.stop(grace)
+        if not self.auth:
+            self._start_on(find_server_executable(), port, fixed=True)
+            return self
+        with exclusive(self.lock_path, self.startup_timeout + 60):
+            self._start_or_adopt(find_server_executable(), port)
         return self
 
     def stop(self, grace: float = 10) -> None:
-        """Ask the server to stop (SIGTERM), kill it after ``grace`` seconds; idempotent."""
+        """Ask the server to stop (SIGTERM), kill it after ``grace`` seconds; idempotent.
+        An adopted server is not this one's to stop: it keeps running."""
         process = self._process
         if process is None or os.getpid() != self._owner_pid:
             return
@@ -291,17 +323,53 @@ class EmbeddedMongo:
                     f"the next start tries again (log: {self.log_path})"
                 ) from None
 
-    def _start_on(self, executable: str, port: int | None) -> None:
-        """Launch on ``port``, or on a free port (retried when taken meanwhile) when None."""
-        attempts = 1 if port is not None else _PORT_ATTEMPTS
+    def _start_or_adopt(self, executable: str, port: int | None) -> None:
+        """Under the lock: adopt the folder's running server, or launch one on ``port`` (given:
+        that port or an error), else on the port the folder's last server had, else a free one."""
+        state = read_state(self.state_path)
+        if state is not None and serves(state.pid, self.storage_path):
+            self._adopt(state)
+            return
+        if port is not None:
+            self._start_on(executable, port, fixed=True)
+        else:
+            self._start_on(executable, state.port if state is not None else None, fixed=False)
+        write_state(self.state_path, ServerState(pid=self.pid or 0, port=self._port or 0, host=self.host))
+
+    def _adopt(self, state: ServerState) -> None:
+        """Use the running server ``state`` names, once it answers as itself."""
+        self.host, self._port = state.host, state.port
+        deadline = time.monotonic() + self.startup_timeout
+        with self._probe(state.port) as probe:
+            while True:
+                try:
+                    if probe.admin.command("serverStatus").get("pid") in (None, state.pid):
+                        break
+                    raise EmbeddedMongoError(
+                        f"the embedded server pid {state.pid} of {self.storage_path} runs, but another "
+                        f"server answers on its port {state.port}; stop one of them")
+                except PyMongoError as exc:
+                    if time.monotonic() >= deadline:
+                        raise EmbeddedMongoError(
+                            f"the embedded server pid {state.pid} of {self.storage_path} runs but did not "
+                            f"answer on port {state.port} within {self.startup_timeout}s ({exc}); stop it "
+                            f"(kill {state.pid}) and it is started again\n  log: {self.log_path}") from None
+                    time.sleep(_POLL_SECONDS)
+        self._adopted_pid = state.pid
+        log.info("using the running embedded server pid %s on port %s", state.pid, state.port)
+
+    def _start_on(self, executable: str, port: int | None, *, fixed: bool) -> None:
+        """Launch on ``port`` (``fixed``: that port or an error; else tried first), then on free
+        ports (retried when taken meanwhile)."""
+        attempts = 1 if fixed else _PORT_ATTEMPTS
         last: _PortTaken | None = None
         for attempt in range(1, attempts + 1):
-            chosen = port if port is not None else free_port(self.host)
+            chosen = port if port is not None and (fixed or attempt == 1) else free_port(self.host)
             try:
                 self._launch(executable, chosen)
                 return
             except _PortTaken as exc:
-                if port is not None:
+                if fixed:
                     raise EmbeddedMongoError(
                         f"port {chosen} on {self.host} is already in use; stop what listens "
                         f"there or choose another port.\n{exc}"
@@ -338,7 +406,8 @@ class EmbeddedMongo:
             )
         self._owner_pid = os.getpid()
         self._port = port
-        atexit.register(self.stop)
+        if not self.detached:
+            atexit.register(self.stop)
         try:
             self._wait_until_ready(port)
         except BaseException:
@@ -438,3 +507,9 @@ class EmbeddedMongo:
             pass
         except PermissionError:
             process.send_signal(signum)
+
+
+def server_url(host: str, port: int, credentials: Credentials | None) -> str:
+    """``mongodb://<user>:<password>@<host>:<port>`` (no user part without credentials)."""
+    user = f"{credentials.user}:{credentials.password}@" if credentials is not None else ""
+    return f"mongodb://{user}{f'[{host}]' if ':' in host else host}:{port}"

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from core4_resources.config import Settings
 
 NO_URL_MESSAGE = (
-    "no mongo_url configured; set DEFAULT.mongo_url or start the embedded server with coco serve"
+    "no mongo_url configured; set DEFAULT.mongo_url, or give the resource embedded_root (folder.root) "
+    "to use the embedded server there (MongoResource.from_settings does)"
 )
 DUPLICATE_KEY = 11000
 # The collection that holds the one document a durability point writes (see make_durable).
@@ -39,6 +40,8 @@ SYNC_COLLECTION = "_core4_sync"
 INSERT_CHUNK = 1000
 _SHOWN_IDS = 5
 
+# embedded_root -> the URL of its embedded server, once resolved in this process (for messages).
+_embedded_urls: dict[str, str] = {}
 # One client per (process, URL, timeout): pymongo clients are not fork-safe, so a
 # forked process builds its own instead of reusing its parent's sockets.
 _clients: dict[tuple[int, str, int], pymongo.MongoClient] = {}
@@ -84,7 +87,19 @@ class MongoResource(dagster.ConfigurableResource):
     mongo_url: Optional[str] = Field(
         default=None,
         description="The MongoDB connection string, e.g. mongodb://user:password@host:27017/admin; None "
-        "means not configured (every access then fails saying so). Messages show it masked.",
+        "means the embedded server of embedded_root (started on first use when it does not run). "
+        "Messages show it masked.",
+    )
+    embedded_root: Optional[str] = Field(
+        default=None,
+        description="folder.root whose embedded server (data in <root>/mongo) is used when mongo_url is "
+        "None; started on first use and left running for other processes. None with no mongo_url: "
+        "every access fails saying so.",
+    )
+    embedded_port: Optional[int] = Field(
+        default=None,
+        description="The embedded server's port when it has to be started (embedded.port); None: the "
+        "port it had last time, else a free one.",
     )
     database: str = Field(description="The database that db(), collection() and insert_stamped() use.")
     server_selection_timeout_ms: int = Field(
@@ -97,25 +112,50 @@ class MongoResource(dagster.ConfigurableResource):
     def from_settings(cls, settings: "Settings") -> "MongoResource":
         """The project's url and database when a project is loaded, else the global DEFAULT."""
         project = settings.project
+        embedded = {"embedded_root": settings.folder.root, "embedded_port": settings.embedded.port}
         if project is not None:
             return cls(mongo_url=project.mongo_url or settings.mongo_url,
-                       database=project.mongo_database)
-        return cls(mongo_url=settings.mongo_url, database=settings.mongo_database)
+                       database=project.mongo_database, **embedded)
+        return cls(mongo_url=settings.mongo_url, database=settings.mongo_database, **embedded)
 
     @property
     def masked_url(self) -> str:
-        if self.mongo_url is None:
+        url = self._known_url()
+        if url is None:
+            if self.embedded_root:
+                return f"(the embedded server of {self.embedded_root}, not started yet)"
             return "(no mongo_url configured)"
-        return mask_url(self.mongo_url) or ""
+        return mask_url(url) or ""
+
+    def url(self) -> str:
+        """The URL this resource uses: mongo_url, else the embedded server's (started when it does
+        not run; see core4_resources.embedded_root). Print it only through ``masked_url``."""
+        if self.mongo_url:
+            return self.mongo_url
+        if not self.embedded_root:
+            raise MongoError(NO_URL_MESSAGE)
+        from core4_resources.embedded_root import ensure_embedded
+
+        try:
+            url = ensure_embedded(self.embedded_root, port=self.embedded_port)
+        except OSError as exc:  # folder.root not writable, for one
+            raise MongoError(f"starting the embedded server of {self.embedded_root} failed: {exc}") from exc
+        _embedded_urls[self.embedded_root] = url
+        return url
+
+    def _known_url(self) -> str | None:
+        """The URL without starting anything: for messages and masking."""
+        if self.mongo_url:
+            return self.mongo_url
+        return _embedded_urls.get(self.embedded_root or "")
 
     # -- access ----------------------------------------------------------------
 
     def client(self) -> pymongo.MongoClient:
         """The client for this URL in this process (created on first use)."""
-        if self.mongo_url is None:
-            raise MongoError(NO_URL_MESSAGE)
+        url = self.url()
         pid = os.getpid()
-        key = (pid, self.mongo_url, self.server_selection_timeout_ms)
+        key = (pid, url, self.server_selection_timeout_ms)
         with _clients_lock:
             client = _clients.get(key)
             if client is None:
@@ -125,7 +165,7 @@ class MongoResource(dagster.ConfigurableResource):
                     del _clients[stale]
                 try:
                     client = pymongo.MongoClient(
-                        self.mongo_url,
+                        url,
                         serverSelectionTimeoutMS=self.server_selection_timeout_ms,
                         connectTimeoutMS=self.server_selection_timeout_ms,
                     )
@@ -273,7 +313,7 @@ class MongoResource(dagster.ConfigurableResource):
                 except pymongo.errors.PyMongoError as exc:
                     mongo.raise_error(f"indexing prices in {mongo.database} at {mongo.masked_url}", exc)
         """
-        reason = _scrub(str(exc), self.mongo_url)
+        reason = _scrub(str(exc), self._known_url())
         error = MongoError(f"{what}: {type(exc).__name__}: {reason}")
         if reason != str(exc):  # the original text held the password: do not chain it
             raise error from None

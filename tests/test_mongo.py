@@ -182,7 +182,7 @@ def test_missing_url_gives_a_clear_error():
     for call in (resource.client, resource.ping, resource.db):
         with pytest.raises(MongoError, match="no mongo_url configured; set DEFAULT.mongo_url"):
             call()
-    with pytest.raises(MongoError, match="coco serve"):
+    with pytest.raises(MongoError, match="embedded_root"):
         resource.insert_stamped("c", [{"_id": 1}], source="a.csv", job_id="j")
 
 
