@@ -219,3 +219,16 @@ def test_state_file_holds_pid_and_port_only(root):
     data = json.loads((root / "mongo.state").read_text())
     assert set(data) == {"pid", "port", "host"}
     assert oct(os.stat(root / "mongo.state").st_mode & 0o777) == "0o600"
+
+
+def test_coco_config_prints_the_embedded_url_masked(root):
+    from support import coco
+
+    url = ensure_embedded(root)
+    pid = read_state(str(root / "mongo.state")).pid
+    done = coco("--root", str(root), "config")
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("embedded.url")]
+    assert f"mongodb://core4:***@127.0.0.1:{url.rsplit(':', 1)[1]}" in line and f"running, pid {pid}" in line
+    password = url.split(":")[2].split("@")[0]
+    assert password not in done.stdout

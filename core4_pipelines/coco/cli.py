@@ -34,6 +34,13 @@ def cmd_config(args) -> int:
     for key in sorted(flat):
         value = json.dumps(flat[key]) if not isinstance(flat[key], str) else flat[key]
         print(f"{key:<{width}}  {value}    # {settings.sources.get(key, '?')}")
+    if not ((settings.project and settings.project.mongo_url) or settings.mongo_url):
+        from core4_resources.embedded_root import embedded_status
+
+        url, pid = embedded_status(settings.folder.root, settings.embedded.port)
+        state = f"running, pid {pid}" if pid else "not running: the first process that needs it starts it"
+        print(f"{'embedded.url':<{width}}  {url or '(a free port, picked at its first start)'}    "
+              f"# no mongo_url: the embedded server of folder.root, {state}")
     return 0
 
 
