@@ -14,13 +14,14 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from core4_pipelines.components import FileImport, HttpDownload
     from core4_pipelines.cookie import Cookie
     from core4_pipelines.downloads import download_job, download_to_proc
     from core4_pipelines.import_assets import collection_key, inbox_key
     from core4_pipelines.jobs import ImportBatchConfig, import_job, import_run_config
     from core4_pipelines.project import project_definitions, project_resources, project_settings
     from core4_pipelines.properties import job_properties
-    from core4_pipelines.readers import read_csv
+    from core4_pipelines.readers import read_csv, read_jsonl
     from core4_pipelines.runtime import collection, core4_op, cookie, defer, insert, job_config, progress, set_source
     from core4_pipelines.sensors import proc_folder_sensor
     from core4_resources.folders import FolderResource
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 # public name -> the module that defines it
 _EXPORTS = {
     "Cookie": "core4_pipelines.cookie",
+    "FileImport": "core4_pipelines.components",
+    "HttpDownload": "core4_pipelines.components",
     "FolderResource": "core4_resources.folders",
     "ImportBatchConfig": "core4_pipelines.jobs",
     "MongoResource": "core4_resources.mongo",
@@ -51,11 +54,14 @@ _EXPORTS = {
     "project_resources": "core4_pipelines.project",
     "project_settings": "core4_pipelines.project",
     "read_csv": "core4_pipelines.readers",
+    "read_jsonl": "core4_pipelines.readers",
     "set_source": "core4_pipelines.runtime",
 }
 
 __all__ = [
     "Cookie",
+    "FileImport",
+    "HttpDownload",
     "FolderResource",
     "ImportBatchConfig",
     "MongoResource",
@@ -78,6 +84,7 @@ __all__ = [
     "project_resources",
     "project_settings",
     "read_csv",
+    "read_jsonl",
     "set_source",
 ]
 

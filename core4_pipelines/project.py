@@ -72,11 +72,17 @@ def project_definitions(
     Configuration comes from the cascade with the project's own yaml included; its
     ``logging`` section sets up the library's loggers in this process. Every job gets its
     core4 properties (see ``project_jobs.py``); invalid ones fail the load here.
+    The components declared in ``<project>/defs/`` (``FileImport``, ``HttpDownload``: YAML,
+    see ``components.py``) are added to ``jobs``, ``sensors``, ``schedules`` and ``assets``
+    and treated exactly as those given here.
     """
     settings = project_settings(project, project_yaml)
     configure_library_logging(settings.logging)
     bound = project_resources(settings)
     bound.update(resources or {})
+    declared = _declared_in_defs_folder(project)
+    jobs, sensors = [*declared["jobs"], *jobs], [*declared["sensors"], *sensors]
+    schedules, assets = [*declared["schedules"], *schedules], [*declared["assets"], *assets]
     # Imports and downloads built for this project (and its configured freshness), with
     # the inbox and collection assets they need.
     graph = project_assets(project, settings, jobs, sensors, schedules)
@@ -90,3 +96,9 @@ def project_definitions(
         assets=[*graph.assets, *assets],
         resources=bound,
     )
+
+
+def _declared_in_defs_folder(project: str) -> Mapping[str, list[Any]]:
+    from core4_pipelines.components import defs_folder_definitions, definitions_parts
+
+    return definitions_parts(defs_folder_definitions(project))

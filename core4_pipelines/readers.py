@@ -1,9 +1,10 @@
-"""Readers: how a file becomes records. Streamed, so a huge file never sits in memory."""
+"""Readers: how a file becomes records (read_csv, read_jsonl). Streamed, so a huge file never sits in memory."""
 
 from __future__ import annotations
 
 import codecs
 import csv
+import json
 from typing import Iterator
 
 from core4_pipelines.errors import RecordError
@@ -191,3 +192,32 @@ def read_csv(path: str, *, delimiter: str = ",", encoding: str = "utf-8") -> Ite
         raise RecordError(f"{path}: {at}: not {encoding} text ({exc.reason})") from exc
     except csv.Error as exc:
         raise RecordError(f"{path}: line {line + 1}: {exc}") from exc
+
+
+def read_jsonl(path: str, *, encoding: str = "utf-8") -> Iterator[dict]:
+    """Records of a JSON Lines file: one JSON object per line; blank lines are skipped.
+
+    Raises :class:`RecordError` naming the line for a line that is not JSON or not an
+    object, bytes that are not ``encoding``, compressed data, or keys MongoDB cannot
+    store (see :func:`check_field_names`).
+    """
+    text_encoding = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    line = 0
+    try:
+        _refuse_compressed(path)
+        with open(path, encoding=text_encoding, errors="strict") as handle:
+            for line, text in enumerate(_bounded_lines(handle, path), start=1):
+                if not text.strip():
+                    continue
+                try:
+                    record = json.loads(text)
+                except ValueError as exc:
+                    raise RecordError(f"{path}: line {line}: not JSON ({exc})") from None
+                if not isinstance(record, dict):
+                    raise RecordError(f"{path}: line {line}: expected a JSON object, got {type(record).__name__}")
+                check_field_names(record, f"{path}: line {line}")
+                yield record
+    except UnicodeDecodeError as exc:
+        where = _decode_error_position(path, encoding)
+        at = f"line {where[0]}, byte {where[1]} (offset {where[2]})" if where else f"after line {line}"
+        raise RecordError(f"{path}: {at}: not {encoding} text ({exc.reason})") from exc
