@@ -1,18 +1,25 @@
 """Copy-moves of many files into one folder with one durability point for all of them.
 
 The per-file copy-move (``moves.copy_move``) flushes every copy and the folder
-once per file: two fsyncs a file, which is most of the cost of archiving small
-files. Here all copies are written into hidden temps first, their fsyncs are
-issued together, then each is renamed to its name (a marker beside its source
-first, as in ``copy_move``), the folder is fsync'd once, and only then are the
-sources removed. The promises are those of ``copy_move``: a crash leaves each
-file at its source or complete at the target, never visible half-written, and
-the next move of a source whose copy was installed finishes that move instead
-of copying again (``moves.finish_interrupted_move``).
+once per file and writes a marker file per file: most of the cost of archiving
+small files. Here all copies are written into hidden temps first and their
+fsyncs issued together; then one marker beside the sources records every copy,
+each copy is renamed to its name, the folder is fsync'd once, and only then are
+the sources and the marker removed. The promises are those of ``copy_move``: a
+crash leaves each file at its source or complete at the target, never visible
+half-written, and what the marker records is finished, not copied again -- a
+file is never archived twice.
+
+The batch marker is the per-file marker of one of its sources (the *anchor*,
+removed last) with every file's record added: so the next batch move from the
+folder, a move of the anchor (``moves.finish_interrupted_move``) and the sweep
+of stale leftovers all find it and finish the whole batch; once the anchor is
+gone every other source is gone too, and the marker is a plain stale one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +28,7 @@ from typing import BinaryIO
 from core4_resources import moves
 from core4_resources.errors import FolderError, SourceMissingError
 from core4_resources.fileops import fsync_files, open_new_file, remove_quietly
-from core4_resources.names import hidden_temp_name, move_marker_path, printable_name
+from core4_resources.names import hidden_temp_name, is_hidden, is_move_marker, move_marker_path, printable_name
 
 Fill = Callable[[BinaryIO, BinaryIO], None]
 
@@ -51,11 +58,14 @@ def copy_move_many(
     keeping the source's mtime).
     """
     moves._check_policy(on_conflict)
+    finished: dict[str, str] = {}
+    for folder in {os.path.dirname(item.source) for item in items}:
+        finished.update(finish_interrupted_batches(folder))
     pending = []
     writable: dict[str, bool] = {}
     for item in items:
         try:
-            item.final = moves.finish_interrupted_move(item.source)
+            item.final = finished.get(item.source) or moves.finish_interrupted_move(item.source)
             if item.final is None:
                 _write_copy(item, target_dir, writable)
                 pending.append(item)
@@ -70,7 +80,6 @@ def copy_move_many(
             remove_quietly(item._temp)
             item.error = exc
         return items
-    installed = []
     for item in pending:
         if not moves._still_there(item.source, item._copied):
             remove_quietly(item._temp)
@@ -78,21 +87,25 @@ def copy_move_many(
                 f"source {printable_name(item.source)} was moved or removed by someone else while it "
                 f"was being copied into {printable_name(target_dir)}; nothing was moved"
             )
-            continue
-        marker = move_marker_path(item.source)
+    pending = [item for item in pending if item.error is None]
+    markers = _write_markers(pending, target_dir)
+    installed = []
+    for item in pending:
         try:
-            moves._write_marker(marker, item.source, item._temp)
             item.final = moves.install_file(item._temp, target_dir, item.name, on_conflict)
         except (OSError, FolderError) as exc:
             remove_quietly(item._temp)
-            remove_quietly(marker)
             item.error = exc if isinstance(exc, OSError) else _as_os_error(exc)
             continue
-        installed.append((item, marker))
+        installed.append(item)
     if installed:
         moves.fsync_dir(target_dir)  # the one folder flush: every rename above is durable
-    for item, marker in installed:
-        remove_quietly(item.source)  # already gone: a concurrent move of the same source finished it
+    anchors = {anchor for anchor, _ in markers}
+    for item in installed:
+        if item.source not in anchors:
+            remove_quietly(item.source)  # already gone: a concurrent move of the same source finished it
+    for anchor, marker in markers:
+        remove_quietly(anchor)  # last: while it is there, its marker finds the whole batch
         remove_quietly(marker)
     return items
 
@@ -123,3 +136,101 @@ def _write_copy(item: Moved, target_dir: str, writable: dict[str, bool]) -> None
         remove_quietly(temp)
         raise
     item._temp = temp
+
+
+def _write_markers(items: list[Moved], target_dir: str) -> list[tuple[str, str]]:
+    """One marker per source folder, complete before the first copy is installed; (anchor, marker).
+
+    Not fsync'd, as the per-file marker: one cut short by a crash is ignored, and
+    losing it to a power cut costs a second copy, never data."""
+    by_folder: dict[str, list[Moved]] = {}
+    for item in items:
+        by_folder.setdefault(os.path.dirname(item.source), []).append(item)
+    markers = []
+    for group in by_folder.values():
+        files = [
+            {
+                "source": os.path.basename(item.source),
+                "identity": moves._identity(item._copied),
+                "temp": os.path.basename(item._temp),
+                "copy": moves._identity(os.stat(item._temp))[:3],
+            }
+            for item in group
+        ]
+        anchor = group[0].source
+        # The anchor's own record in the per-file form, so that every reader of markers knows it.
+        record = {"source": files[0]["identity"], "target_dir": target_dir, "temp": files[0]["temp"],
+                  "copy": files[0]["copy"], "files": files}
+        marker = move_marker_path(anchor)
+        with open_new_file(marker, exclusive=False) as handle:
+            handle.write(json.dumps(record).encode("ascii"))  # surrogate escapes become \udcNN
+        markers.append((anchor, marker))
+    return markers
+
+
+def finish_interrupted_batches(folder: str) -> dict[str, str]:
+    """Finish the batch moves out of ``folder`` that a crash interrupted; {source: final path}."""
+    try:
+        with os.scandir(folder) as entries:
+            markers = [entry.path for entry in entries if is_move_marker(entry.name)]
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    finished: dict[str, str] = {}
+    for marker in markers:
+        record = moves.read_move_marker(marker)
+        if record is not None and "files" in record:
+            finished.update(finish_batch_marker(marker, record))
+    return finished
+
+
+def finish_batch_marker(marker: str, record: dict) -> dict[str, str]:
+    """Finish what one batch marker records; {source: final path} of the sources it finished.
+
+    A source whose copy was installed is removed (its copy is the move); a copy never
+    installed is removed (its source moves again); then the marker goes.
+    """
+    folder = os.path.dirname(marker)
+    target_dir = record["target_dir"]
+    installed = _visible_inodes(target_dir)
+    done = []
+    for entry in record["files"]:
+        source = os.path.join(folder, entry["source"])
+        temp = os.path.join(target_dir, entry["temp"])
+        if os.path.lexists(temp):
+            remove_quietly(temp)  # never installed: the source moves again
+            continue
+        try:
+            current = moves._identity(os.stat(source))
+        except FileNotFoundError:
+            continue  # finished before the crash
+        if current != entry["identity"]:
+            continue  # another file of that name now
+        final = installed.get(tuple(entry["copy"]))
+        if final is None:
+            raise FolderError(
+                f"an earlier move of {printable_name(source)} into {printable_name(target_dir)} was "
+                "interrupted after its complete copy was installed, and that copy is no longer there "
+                f"(it was moved on or removed). If it was processed, remove {printable_name(source)} "
+                f"and the marker {printable_name(marker)}; to move it again, remove only the marker"
+            )
+        done.append((source, final))
+    if done:
+        moves.fsync_dir(target_dir)
+    anchor = os.path.join(folder, record["files"][0]["source"])
+    for source, _final in sorted(done, key=lambda pair: pair[0] == anchor):  # the anchor last
+        remove_quietly(source)
+    remove_quietly(marker)
+    return dict(done)
+
+
+def _visible_inodes(folder: str) -> dict[tuple[int, int, int], str]:
+    found = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not is_hidden(entry.name):
+                    stat = entry.stat(follow_symlinks=False)
+                    found[(stat.st_dev, stat.st_ino, stat.st_size)] = entry.path
+    except FileNotFoundError:
+        pass
+    return found

@@ -306,6 +306,10 @@ def finish_interrupted_move(source: str) -> str | None:
     if record is None:
         remove_quietly(marker)
         return None
+    if "files" in record:  # the marker of a batch move whose anchor this source is
+        from core4_resources.batch_moves import finish_batch_marker
+
+        return finish_batch_marker(marker, record).get(source)
     try:
         current = _identity(os.stat(source))
     except FileNotFoundError:

@@ -455,3 +455,32 @@ def sha256_file_bytes(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_the_sweep_finishes_a_batch_archive_killed_after_its_renames(tmp_path, monkeypatch):
+    """Killed after every copy was renamed into the archive, before any source was removed: the
+    sweep of stale leftovers (no new run) finishes the batch: one copy of each, no source left."""
+    folders = make_folders(tmp_path / "root")
+    batch = os.path.join(folders.proc_folder(), ".batch", "20240101T000000-0123abcd")
+    os.makedirs(batch)
+    shas = {}
+    for name in ("a.csv", "b.csv", "c.csv"):
+        with open(os.path.join(batch, name), "wb") as handle:
+            handle.write(name.encode() * 500)
+        shas[name] = sha256_file(os.path.join(batch, name))
+
+    def killed(path):
+        raise SystemExit("killed right after the renames")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(moves, "fsync_dir", killed)
+        with pytest.raises(SystemExit):
+            folders.move_archive_many([os.path.join(batch, n) for n in shas], run_id="r1", started=STARTED)
+    assert sorted(os.path.basename(p) for p in visible_files(batch)) == sorted(shas)  # sources all there
+    sweep([folders.proc, folders.archive], older_than=0, apply=True)
+    assert visible_files(batch) == [] and hidden_files(batch) == []
+    archived_paths = visible_files(folders.archive)
+    assert sorted(os.path.basename(p) for p in archived_paths) == sorted(n + ".gz" for n in shas)
+    for path in archived_paths:
+        assert content_sha256(path) == shas[os.path.basename(path)[:-3]]
+    assert hidden_files(folders.archive) == []
