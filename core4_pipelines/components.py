@@ -84,8 +84,8 @@ class ReaderOptions(dg.Model):
 
 class _JobProperties(dg.Model):
     attempts: int | None = Field(None, description="Runs of a batch before it waits for a human (core4 attempts).")
-    error_time: float | None = Field(None, description="Seconds between a failure and the next attempt.")
-    wall_time: float | None = Field(None, description="Seconds after which a run is stopped.")
+    error_time: int | float | None = Field(None, description="Seconds between a failure and the next attempt.")
+    wall_time: int | float | None = Field(None, description="Seconds after which a run is stopped.")
     max_parallel: int | None = Field(None, description="Runs of this job at once.")
     priority: int | None = Field(None, description="Higher runs first.")
     schedule: str | None = Field(None, description="A cron expression (UTC) for a schedule of this job.")
@@ -115,8 +115,8 @@ class FileImport(dg.Component, _JobProperties, dg.Resolvable):
     reader_options: ReaderOptions = Field(default_factory=ReaderOptions, description="Options for the reader.")
     record_model: str | None = Field(None, description="A pydantic model (dotted path) each record is validated with.")
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, description="Files per batch (one run each).")
-    min_age_seconds: float = Field(5.0, ge=0, description="Seconds a file must stay unchanged before it is claimed.")
-    freshness: float | None = Field(None, gt=0, description="Seconds within which the collection should have new data.")
+    min_age_seconds: int | float = Field(5.0, ge=0, description="Seconds a file must stay unchanged before it is claimed.")
+    freshness: int | float | None = Field(None, gt=0, description="Seconds within which the collection should have new data.")
     rejected_files: Literal["fail", "warn"] = Field("fail", description="A batch with files moved to error: fail or warn.")
     description: str | None = Field(None, description="The job's description.")
 
@@ -183,7 +183,7 @@ class HttpDownload(dg.Component, _JobProperties, dg.Resolvable):
     file_name: str = Field("{name}", description="The file name in proc: {date}, {name} (the URL's last segment), {index}.")
     headers: dict[str, str] = Field(default_factory=dict,
                                     description="Header name -> the environment variable holding its value.")
-    timeout: float = Field(60.0, gt=0, description="Seconds to wait for the server, per request.")
+    timeout: int | float = Field(60.0, gt=0, description="Seconds to wait for the server, per request.")
     name: str | None = Field(None, description="The job's name (default download_<collection>).")
     description: str | None = Field(None, description="The job's description.")
 
@@ -214,7 +214,7 @@ class HttpDownload(dg.Component, _JobProperties, dg.Resolvable):
                 raise ComponentDeclarationError(f"{_where(context)}: attributes.{key}: {exc}") from None
         properties = _properties(context, self)
 
-        def fetch(context: dg.OpExecutionContext, folders: FolderResource) -> list[str]:
+        def fetch(context, folders: FolderResource) -> list[str]:
             return fetch_into_proc(folders, source, run_date(context.run.tags), log=context.log)
 
         fetch.__doc__ = f"Fetch {', '.join(source.urls)} into proc"
