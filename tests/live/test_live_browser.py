@@ -1,4 +1,4 @@
-"""The Dagster UI in a real browser: Debian's headless Chromium opens the demo code location."""
+"""The Dagster UI in a real browser: Debian's headless Chromium (the `browser` fixture of conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,33 +8,7 @@ import shutil
 import pytest
 from livestack import REPO
 
-CHROMIUM = os.environ.get("CORE4_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("CORE4_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
 README_SCREENSHOT = REPO / "docs" / "screenshots" / "demo-location.png"
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1400,800")
-
-
-@pytest.fixture
-def browser(tmp_path):
-    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        pytest.skip(os.environ.get("CORE4_TEST_BROWSER_SKIP")
-                    or f"no {CHROMIUM} / {CHROMEDRIVER}: `make test` installs the Debian packages "
-                       "chromium and chromium-driver (scripts/test-services.sh)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER,
-                                                               log_output=str(tmp_path / "chromedriver.log")))
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def wait_for_text(driver, texts: list[str], timeout: float = 60) -> str:
