@@ -155,6 +155,19 @@ def check_field_names(record_keys, where: str, what: str = "field") -> None:
         )
 
 
+class Record(dict):
+    """A record as a reader yields it: a dict that also knows its ``line`` in the file
+    (where a record model's refusal points the user)."""
+
+    __slots__ = ("line",)
+
+
+def _record(pairs, line: int) -> Record:
+    record = Record(pairs)
+    record.line = line
+    return record
+
+
 def read_csv(path: str, *, delimiter: str = ",", encoding: str = "utf-8") -> Iterator[dict]:
     """Records of a CSV file with a header line; strict about shape and encoding.
 
@@ -185,7 +198,7 @@ def read_csv(path: str, *, delimiter: str = ",", encoding: str = "utf-8") -> Ite
                     raise RecordError(
                         f"{path}: line {line}: expected {width} fields, got {len(row)}"
                     )
-                yield {name: convert_field(value) for name, value in zip(header, row)}
+                yield _record(zip(header, map(convert_field, row)), line)
     except UnicodeDecodeError as exc:
         where = _decode_error_position(path, encoding)
         at = f"line {where[0]}, byte {where[1]} (offset {where[2]})" if where else f"after line {line}"
@@ -216,7 +229,7 @@ def read_jsonl(path: str, *, encoding: str = "utf-8") -> Iterator[dict]:
                 if not isinstance(record, dict):
                     raise RecordError(f"{path}: line {line}: expected a JSON object, got {type(record).__name__}")
                 check_field_names(record, f"{path}: line {line}")
-                yield record
+                yield _record(record, line)
     except UnicodeDecodeError as exc:
         where = _decode_error_position(path, encoding)
         at = f"line {where[0]}, byte {where[1]} (offset {where[2]})" if where else f"after line {line}"

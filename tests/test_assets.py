@@ -142,7 +142,7 @@ def test_a_record_model_converts_records_and_a_refused_record_names_record_field
     assert mongo.collection("sales").count_documents({"_src": "feb.csv"}) == 0
     (reason,) = [p for p in os.listdir(folders.error_folder()) if p.endswith(".reason.txt")] or [None]
     text = open(os.path.join(folders.error_folder(), reason)).read() if reason else ""
-    assert "record 2" in text and "does not fit Sale" in text
+    assert "record 2 (line 3)" in text and "does not fit Sale" in text
     assert "field amount" in text and "greater than or equal to 0" in text and "field units" in text
     assert sorted(archived(folders)) == ["jan.csv"]
 
