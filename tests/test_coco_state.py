@@ -44,16 +44,25 @@ def test_the_state_of_a_running_serve_is_found_and_a_dead_ones_ignored(tmp_path,
     os.makedirs(home)
     assert served_url(settings) == ("http://127.0.0.1:3999", None)  # nothing recorded: the configuration
 
-    write_state(home, ServeState("http://127.0.0.1:4123", os.getpid(), "mongodb://core4:***@127.0.0.1:5/"))
-    url, state = served_url(settings)
-    assert url == "http://127.0.0.1:4123" and state.mongo_url == "mongodb://core4:***@127.0.0.1:5/"
+    serving = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "coco", "serve"])
+    other = subprocess.Popen(["sleep", "60"])  # a pid reused by another program
+    try:
+        write_state(home, ServeState("http://127.0.0.1:4123", serving.pid, "mongodb://core4:***@127.0.0.1:5/"))
+        url, state = served_url(settings)
+        assert url == "http://127.0.0.1:4123" and state.mongo_url == "mongodb://core4:***@127.0.0.1:5/"
+        write_state(home, ServeState("http://127.0.0.1:4125", other.pid, "-"))
+        assert read_state(home) is None
+    finally:
+        for process in (serving, other):
+            process.kill()
+            process.wait()
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
     write_state(home, ServeState("http://127.0.0.1:4124", int(gone.stdout), "-"))
     assert read_state(home) is None and served_url(settings)[0] == "http://127.0.0.1:3999"
 
-    remove_state(home, os.getpid())  # not the writer of the file now: it stays
+    remove_state(home, serving.pid)  # not the writer of the file now: it stays
     assert read_state(home, only_running=False).url == "http://127.0.0.1:4124"
     remove_state(home, int(gone.stdout))
     assert read_state(home, only_running=False) is None

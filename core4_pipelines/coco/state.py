@@ -80,7 +80,11 @@ def pid_alive(pid: int) -> bool:
         return True  # another user's process: it runs
     try:  # a zombie (exited, not yet reaped) serves nothing
         with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+            if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            # The pid of a killed serve may belong to another program by now.
+            return b"coco" in handle.read()
     except (OSError, IndexError):
         return True
 
