@@ -193,7 +193,8 @@ class FolderResource(ArchiveMoves, dg.ConfigurableResource):
         return os.path.normpath(value)
 
     def _project_folder(self, kind: str, base) -> str:
-        key = (kind, base)
+        # Keyed by the configured values too: model_copy(update=...) shares this dict.
+        key = (kind, base, getattr(self, kind), self.project)
         cacheable = base is None or isinstance(base, str)
         if cacheable and key in self._checked:
             return self._checked[key]

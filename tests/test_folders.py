@@ -498,3 +498,13 @@ def test_from_loaded_configuration(tmp_path, isolated_config):
     assert resource.proc_folder() == f"{tmp_path}/c4/proc/demo"
     assert resource.archive_folder() == "/srv/archive/demo"
     assert resource.compress_level == 2
+
+
+def test_checked_folders_follow_a_copy_with_other_folders(tmp_path):
+    """Folders are checked once per instance; a model_copy with another proc uses that one."""
+    folders = FolderResource.under_root(tmp_path / "a", "demo")
+    assert folders.proc_folder() == str(tmp_path / "a" / "proc" / "demo")
+    other = folders.model_copy(update={"proc": str(tmp_path / "b")})
+    assert other.proc_folder() == str(tmp_path / "b" / "demo")
+    assert folders.proc_folder() == str(tmp_path / "a" / "proc" / "demo")
+    assert folders.model_copy(update={"project": "x"}).proc_folder() == str(tmp_path / "a" / "proc" / "x")
