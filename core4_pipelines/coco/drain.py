@@ -120,19 +120,23 @@ class _SensorDrain:
         result = self.job.execute_in_process(
             run_config=request.run_config, instance=instance, tags=request.tags, raise_on_error=False
         )
-        # From the instance's event log: a run that fails (a file in error) keeps the files it
-        # imported there, while its in-process result may lack them.
-        logs = instance.all_logs(
-            result.run_id, of_type={dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.STEP_FAILURE}
-        )
-        events = [entry.dagster_event for entry in logs if entry.dagster_event is not None]
-        imported = [event.materialization.metadata for event in events if event.is_step_materialization]
-        errors = [name for event in events if event.is_step_failure for name in _failed_files(event)]
-        records = sum(int(meta["records"].value) for meta in imported)
+        # From the instance's event log: a run that fails (a file in error) keeps its batch's
+        # materialization there, while its in-process result may lack it. One per batch, with
+        # a row per file (see import_assets.batch_materialization).
+        logs = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        rows = [
+            row.data
+            for entry in logs
+            if entry.dagster_event is not None
+            for row in _file_rows(entry.dagster_event.materialization.metadata)
+        ]
+        imported = [row for row in rows if row.get("outcome") == "imported"]
+        errors = [row["file"] for row in rows if row.get("outcome") == "rejected"]
+        records = sum(int(row.get("records") or 0) for row in imported)
         done = self.done
         done.runs.append(result.run_id)
         done.records += records
-        done.archives += [str(meta["archive"].value) for meta in imported]
+        done.archives += [str(row.get("moved_to")) for row in imported]
         done.errors += errors
         if not result.success and not errors:
             done.failed_runs.append(result.run_id)
@@ -141,11 +145,9 @@ class _SensorDrain:
             f"{len(errors)} in error (run {result.run_id} {state})")
 
 
-def _failed_files(event) -> list[str]:
-    """The files an import run moved to the error folder (its Failure's ``failed_files``)."""
-    failure = event.step_failure_data.user_failure_data
-    value = failure.metadata.get("failed_files") if failure is not None else None
-    return list(getattr(value, "value", value) or [])
+def _file_rows(metadata) -> list:
+    table = metadata.get("file_table")
+    return list(getattr(getattr(table, "value", None), "records", None) or [])
 
 
 def _proc_sensors(defs, project: str) -> list[_SensorDrain]:
