@@ -1,10 +1,9 @@
-"""What a core4 job calls while it runs: defer, progress, set_source, its own config and cookie.
+"""What a core4 job calls while it runs: defer, heartbeat, progress, set_source, collection;
+its own config and cookie (from job_context.py, offered here too).
 
 Every helper finds the running op through Dagster's current execution context, so
 ops call ``defer("source not ready")`` as core4 jobs called ``self.defer(...)``.
-Properties are read with core4's precedence: a run tag ``core4/<name>`` given at
-launch, then the values ``project_definitions`` resolved into the job's metadata,
-then the cascade's ``job.*`` defaults.
+Properties are read with core4's precedence (see job_context.run_property).
 """
 
 from __future__ import annotations
@@ -16,20 +15,22 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import dagster as dg
-from pydantic import BaseModel, ValidationError
 
-from core4_pipelines.errors import JobSettingsError, PipelineError
-from core4_pipelines.properties import (
-    JOB_TAG,
-    configured_section,
-    resolved_properties,
-    tag_property,
+from core4_pipelines.errors import PipelineError
+from core4_pipelines.job_context import (  # noqa: F401 - public here too, as core4 jobs import them
+    LAUNCH_TAG_PREFIX,
+    cookie,
+    current_context,
+    job_config,
+    job_settings,
+    qualified_job,
+    run_property,
+    step_key,
 )
 from core4_resources.errors import Core4Error
-from core4_resources.job_properties import PROPERTY_NAMES
 
 STATE_TAG = "core4/state"                 # deferred, relaunched, inactive (past defer_max), zombie
 MESSAGE_TAG = "core4/message"             # what that state is about (the defer's message ...)
@@ -47,55 +48,8 @@ PROGRESS_AT_TAG = "core4/progress_at"     # UTC time of the stored update
 SOURCE_TAG = "core4/source"               # the current source (basename)
 SOURCES_TAG = "core4/sources"             # JSON list of every source the run touched
 SOURCE_COUNT_TAG = "core4/source_count"
-LAUNCH_TAG_PREFIX = "core4/"              # core4/attempts=5 at launch overrides the job's value
 MAX_SOURCES_TAG_CHARS = 4000              # the full list is in the run's log lines either way
 _MARKER = "__core4_op__"
-
-T = TypeVar("T", bound=BaseModel)
-
-
-def current_context() -> dg.OpExecutionContext:
-    try:
-        return dg.OpExecutionContext.get()
-    except dg.DagsterInvariantViolationError:
-        raise PipelineError("no op is running here: call this inside an op of a core4 job") from None
-
-
-def _step_key(context: dg.OpExecutionContext) -> str:
-    return context.get_step_execution_context().step.key
-
-
-def qualified_job(context: dg.OpExecutionContext | None = None) -> str:
-    """``<project>.<job>`` of the running job (its ``core4/job`` tag)."""
-    context = context or current_context()
-    name = context.run.tags.get(JOB_TAG)
-    if not name:
-        raise PipelineError(
-            f"job {context.job_name} has no {JOB_TAG} tag: build its Definitions with project_definitions()"
-        )
-    return name
-
-
-@functools.lru_cache(maxsize=1)
-def _cascade_defaults() -> Mapping[str, Any]:
-    from core4_resources.config import load_config
-
-    return dict(load_config().job)
-
-
-def run_property(name: str, context: dg.OpExecutionContext | None = None) -> Any:
-    """A property's value for the running job: launch tag > resolved job metadata > job.* default."""
-    context = context or current_context()
-    tag = context.run.tags.get(f"{LAUNCH_TAG_PREFIX}{name}")
-    if tag is not None:
-        return tag_property(name, tag, f"run tag {LAUNCH_TAG_PREFIX}{name} of run {context.run_id}")
-    resolved = resolved_properties(context.job_def)
-    if name in resolved:
-        return resolved[name]
-    if name not in PROPERTY_NAMES:
-        raise JobSettingsError(f"unknown property {name!r}")
-    return _cascade_defaults().get(name)
-
 
 # -- attempts and defer --------------------------------------------------------------------
 
@@ -289,7 +243,7 @@ def progress(fraction: float, message: str = "") -> bool:
         raise PipelineError(f"progress({fraction!r}): expected a fraction from 0 to 1")
     context = current_context()
     heartbeat(context)
-    key = (context.run_id, _step_key(context))
+    key = (context.run_id, step_key(context))
     now = time.monotonic()
     last = _last_progress.get(key)
     if last is not None and now - last < run_property("progress_interval", context) and fraction < 1:
@@ -387,34 +341,3 @@ def collection(mongo, name: str):
     context = current_context()
     run_id = context.run_id
     return StampedCollection(mongo.collection(name), lambda: _current_source.get(run_id), run_id)
-
-
-# -- per-job configuration and cookie ------------------------------------------------------
-
-
-def job_settings(project: str, job: str, model: type[T], settings=None) -> T:
-    """``jobs.<job>`` of the project's configuration (without core4 properties) as ``model``."""
-    from core4_pipelines.project import project_settings
-
-    settings = settings or project_settings(project)
-    section = {k: v for k, v in configured_section(settings, job).items() if k not in PROPERTY_NAMES}
-    try:
-        return model.model_validate(section)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{project}.jobs.{job}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise JobSettingsError(f"job {project}.{job}: its configuration does not fit {model.__name__}: {problems}") from None
-
-
-def job_config(model: type[T]) -> T:
-    """The running job's own section of the configuration, as ``model`` (a pydantic model)."""
-    project, _, job = qualified_job().partition(".")
-    return job_settings(project, job, model)
-
-
-def cookie(mongo):
-    """The running job's persistent key/value store (see :class:`core4_pipelines.cookie.Cookie`)."""
-    from core4_pipelines.cookie import Cookie
-
-    return Cookie(mongo, qualified_job())
