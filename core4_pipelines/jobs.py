@@ -36,7 +36,8 @@ from core4_pipelines.import_assets import (
     resolve_asset_job,
 )
 from core4_pipelines.properties import job_properties, with_declared  # noqa: F401 - job_properties is public here
-from core4_pipelines.import_files import (  # noqa: F401 - _records_with_ids for tests
+from core4_pipelines.batch_import import finish_batch, write_batch_records
+from core4_pipelines.import_files import (  # noqa: F401 - _records_with_ids, write/finish_file for tests
     FileOutcome,
     Reader,
     _batch_lock,
@@ -164,24 +165,22 @@ def import_job(
                 context.log.info(f"batch {config.batch_id}: nothing left to import in {folder}")
             else:
                 set_sources([printable_name(n) for n in names])  # lineage: every file of the run
-            outcomes = [
-                write_file_records(
-                    os.path.join(folder, file_name),
-                    read=read,
-                    collection=collection,
-                    mongo=mongo,
-                    batch_id=config.batch_id,
-                    run_id=context.run.run_id,
-                    convert=convert,
-                )
-                for file_name in names
-            ]
+            # One stream of inserts for the whole batch, read while the database writes.
+            outcomes = write_batch_records(
+                [os.path.join(folder, file_name) for file_name in names],
+                read=read,
+                collection=collection,
+                mongo=mongo,
+                batch_id=config.batch_id,
+                run_id=context.run.run_id,
+                convert=convert,
+            )
             if outcomes:
                 # The one durability point of the batch: no file is archived before its
                 # records (and the removal of a bad file's records) are journaled.
                 mongo.make_durable()
+            finish_batch(outcomes, folder, folders, config.base)  # the archive: one fsync point too
             for outcome in outcomes:
-                finish_file(outcome, folder, folders, config.base)
                 _report(context, config.batch_id, outcome)
             try:
                 os.rmdir(folder)
