@@ -146,7 +146,12 @@ def write_batch_records(
     try:
         while (item := stream.chunks.get()) is not _DONE:
             documents, owners = item
-            _insert(target, where, mongo, documents, owners, inserted, duplicates, unstorable)
+            try:
+                _insert(target, where, mongo, documents, owners, inserted, duplicates, unstorable)
+            except InvalidDocument as exc:  # a chunk of one file only
+                unstorable[owners[0]] = (
+                    f"insert into {where} from {documents[0]['_src']}: a document cannot be stored as BSON: {exc}"
+                )
     finally:
         stream.stop.set()
         reader.join()
@@ -187,9 +192,12 @@ def _insert(target, where, mongo, documents, owners, inserted, duplicates, unsto
         inserted.update(owners)
         inserted.subtract(refused)
     except InvalidDocument:
+        files = list(dict.fromkeys(owners))
+        if len(files) == 1:
+            raise
         # A value BSON cannot hold: that file's content, not the others'. Each file's part of
         # the chunk alone finds which (a part sent before the error counts as duplicates).
-        for index in dict.fromkeys(owners):
+        for index in files:
             part = [d for d, owner in zip(documents, owners) if owner == index]
             try:
                 _insert(target, where, mongo, part, [index] * len(part), inserted, duplicates, unstorable)
