@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from core4_pipelines.errors import PipelineError
 from core4_pipelines.properties import check_property
@@ -64,6 +64,14 @@ def _dotted(context: dg.ComponentLoadContext, key: str, path: str, expected: str
         ) from None
 
 
+def _at_least(context: dg.ComponentLoadContext, component: Any, key: str, bound: float, inclusive: bool) -> None:
+    """Bounds are checked here, not by pydantic: Dagster lets every YAML value be a template
+    string first, and a pydantic bound on such a field fails with a TypeError naming nothing."""
+    value = getattr(component, key)
+    if value is not None and (value < bound if inclusive else value <= bound):
+        raise _fail(context, key, f"a number {'>=' if inclusive else '>'} {bound:g}", value)
+
+
 def _properties(context: dg.ComponentLoadContext, component: Any) -> dict[str, Any]:
     """The core4 job properties set in the YAML, each checked as a declaration in code is."""
     declared = {}
@@ -91,7 +99,43 @@ class _JobProperties(dg.Model):
     schedule: str | None = Field(None, description="A cron expression (UTC) for a schedule of this job.")
 
 
-class FileImport(dg.Component, _JobProperties, dg.Resolvable):
+class _Core4Component(dg.Component, _JobProperties, dg.Resolvable):
+    """What FileImport and HttpDownload share: the job properties, and errors naming the file."""
+
+    @classmethod
+    def load(cls, attributes: Any, context: dg.ComponentLoadContext):
+        """As Dagster loads a component, but a wrong attribute names the defs.yaml, the key,
+        what was expected and what was found (Dagster's own message names only the key)."""
+        try:
+            return super().load(attributes, context)
+        except ValidationError as exc:
+            lines = [f"{_where(context)}: attributes.{'.'.join(str(p) for p in error['loc'])}: "
+                     f"expected {error['msg'].removeprefix('Input should be ')}, got {error.get('input')!r}"
+                     for error in exc.errors()]
+            raise ComponentDeclarationError("\n".join(lines)) from None
+
+
+class _FileImportScaffolder(dg.Scaffolder):
+    """``dg scaffold defs core4_pipelines.FileImport NAME``: an import of NAME-*.csv into NAME."""
+
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        name = Path(request.target_path).name
+        dg.scaffold_component(request, {"collection": name, "pattern": f"{re.escape(name)}.*\\.csv$", "reader": "csv"})
+
+
+class _HttpDownloadScaffolder(dg.Scaffolder):
+    """``dg scaffold defs core4_pipelines.HttpDownload NAME``: a download for the import of NAME."""
+
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        name = Path(request.target_path).name
+        dg.scaffold_component(request, {
+            "collection": name, "url": f"https://example.org/{name}/{{date:%Y-%m-%d}}.csv",
+            "file_name": f"{name}-{{date:%Y%m%d}}.csv", "schedule": "0 6 * * *",
+        })
+
+
+@dg.scaffold_with(_FileImportScaffolder)
+class FileImport(_Core4Component):
     """Import the files matching ``pattern`` in ``<proc>/<project>/`` into the MongoDB
     collection ``collection``: a proc sensor claims them in batches, each batch one run,
     records stamped and idempotent, files archived (or moved to error with the reason).
@@ -114,9 +158,10 @@ class FileImport(dg.Component, _JobProperties, dg.Resolvable):
     reader: str = Field("csv", description="csv, jsonl, or a dotted path module.function(path, **options).")
     reader_options: ReaderOptions = Field(default_factory=ReaderOptions, description="Options for the reader.")
     record_model: str | None = Field(None, description="A pydantic model (dotted path) each record is validated with.")
-    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, description="Files per batch (one run each).")
-    min_age_seconds: int | float = Field(5.0, ge=0, description="Seconds a file must stay unchanged before it is claimed.")
-    freshness: int | float | None = Field(None, gt=0, description="Seconds within which the collection should have new data.")
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, description="Files per batch (one run each); at least 1.")
+    min_age_seconds: int | float = Field(5.0, description="Seconds a file must stay unchanged before it is claimed; 0 or more.")
+    freshness: int | float | None = Field(
+        None, description="Seconds within which the collection should have new data; more than 0.")
     rejected_files: Literal["fail", "warn"] = Field("fail", description="A batch with files moved to error: fail or warn.")
     description: str | None = Field(None, description="The job's description.")
 
@@ -142,6 +187,9 @@ class FileImport(dg.Component, _JobProperties, dg.Resolvable):
 
         if not self.collection or "$" in self.collection or self.collection.startswith("system."):
             raise _fail(context, "collection", "a MongoDB collection name", self.collection)
+        _at_least(context, self, "batch_size", 1, True)
+        _at_least(context, self, "min_age_seconds", 0, True)
+        _at_least(context, self, "freshness", 0, False)
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)
@@ -160,7 +208,8 @@ class FileImport(dg.Component, _JobProperties, dg.Resolvable):
         return dg.Definitions(jobs=[job], sensors=[sensor])
 
 
-class HttpDownload(dg.Component, _JobProperties, dg.Resolvable):
+@dg.scaffold_with(_HttpDownloadScaffolder)
+class HttpDownload(_Core4Component):
     """Fetch files over HTTP(S) into ``<proc>/<project>/``, for the import of ``collection``:
     streamed into transfer, moved into proc only when every file of the run is complete;
     retried per ``attempts``; on ``schedule`` (UTC) or launched by hand.
@@ -183,7 +232,7 @@ class HttpDownload(dg.Component, _JobProperties, dg.Resolvable):
     file_name: str = Field("{name}", description="The file name in proc: {date}, {name} (the URL's last segment), {index}.")
     headers: dict[str, str] = Field(default_factory=dict,
                                     description="Header name -> the environment variable holding its value.")
-    timeout: int | float = Field(60.0, gt=0, description="Seconds to wait for the server, per request.")
+    timeout: int | float = Field(60.0, description="Seconds to wait for the server, per request; more than 0.")
     name: str | None = Field(None, description="The job's name (default download_<collection>).")
     description: str | None = Field(None, description="The job's description.")
 
@@ -201,6 +250,7 @@ class HttpDownload(dg.Component, _JobProperties, dg.Resolvable):
         from core4_pipelines.http_fetch import HttpSource, fetch_into_proc, render, run_date
         from core4_pipelines.import_assets import inbox_key
 
+        _at_least(context, self, "timeout", 0, False)
         source = HttpSource(urls=self.source_urls(context), file_name=self.file_name,
                             headers=dict(self.headers), timeout=self.timeout)
         for header, variable in source.headers.items():

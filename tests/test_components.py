@@ -228,7 +228,8 @@ def test_a_wrong_attribute_names_the_file_and_the_key(project, attributes, expec
 @pytest.mark.parametrize("attributes, key, expected", [
     ("colection: readings", "colection", ""),
     ("collection: readings\nattempts: three", "attempts", "int"),
-    ("collection: readings\nbatch_size: 0", "batch_size", "greater than or equal to 1"),
+    ("collection: readings\nbatch_size: 0", "attributes.batch_size", "expected a number >= 1, got 0"),
+    ("collection: readings\nbatch_size: many", "batch_size", "int"),
 ])
 def test_a_mistyped_or_unknown_key_names_the_file_and_the_key(project, attributes, key, expected):
     text = "type: core4_pipelines.FileImport\nattributes:\n" + textwrap.indent(attributes, "  ") + "\n"

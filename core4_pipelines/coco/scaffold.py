@@ -95,6 +95,12 @@ A core4 pipelines project. Put files matching `.*\\.csv` into its proc
 folder (`coco folders {name}`) and the sensor imports them into the
 `{name}` database, collection `records`.
 
+What it does is declared in `{name}/defs/` (Dagster components, YAML):
+`{name}/defs/records/defs.yaml` is the import (a commented download is below
+it). Add one with `dg scaffold defs core4_pipelines.FileImport NAME`; check
+them with `dg check defs`, list them with `dg list defs`. Python jobs go into
+`{name}/definitions.py` (`jobs=[...]`), beside the components.
+
     source enter_env        # activates .venv, when the project has one
     pytest tests            # the project's tests
 """,
@@ -111,7 +117,15 @@ dependencies = ["core4-pipelines"]
 include = ["{name}*"]
 
 [tool.setuptools.package-data]
-{name} = ["*.yaml"]
+{name} = ["*.yaml", "defs/**/*.yaml"]
+
+# A dg project: dg check defs, dg list defs, dg scaffold defs, dg dev.
+[tool.dg]
+directory_type = "project"
+
+[tool.dg.project]
+root_module = "{name}"
+code_location_target_module = "{name}.definitions"
 """,
         "enter_env": """# source this file to work inside the project's virtual environment
 _here="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)"
@@ -133,18 +147,37 @@ description = ""
 DEFAULT:
   mongo_database: {name}
 """,
-        f"{name}/definitions.py": f'''"""{name}'s Dagster definitions: CSV files in proc are imported into MongoDB."""
+        f"{name}/definitions.py": f'''"""{name}'s Dagster definitions: the components in {name}/defs/ (YAML), and any Python
+jobs given here (jobs=[...], sensors=[...], schedules=[...]), with the project's resources bound."""
 
-from core4_pipelines import import_job, proc_folder_sensor, project_definitions, read_csv
+from core4_pipelines import project_definitions
 
-import_records = import_job("import_records", read=read_csv, collection="records")
-
-defs = project_definitions(
-    "{name}",
-    jobs=[import_records],
-    sensors=[proc_folder_sensor(import_records, pattern=r".*\\.csv$")],
-)
+defs = project_definitions("{name}")
 ''',
+        f"{name}/defs/records/defs.yaml": f"""# CSV files in <proc>/{name}/ (coco folders {name}) are imported into the collection
+# records of the {name} database, then archived. Attributes: see the README of core4 pipelines.
+type: core4_pipelines.FileImport
+attributes:
+  collection: records
+  pattern: '.*\\.csv$'
+  reader: csv                     # or jsonl, or a dotted path module.function
+  # reader_options: {{delimiter: ";", encoding: utf-8}}
+  # record_model: {name}.models.Record   # a pydantic model each record is validated with
+  # attempts: 3                   # core4 job properties: attempts, error_time, wall_time,
+  # max_parallel: 1               #   max_parallel, priority, schedule
+  # freshness: 86400              # seconds within which new records are expected
+
+# A download into this import: remove the leading "# " of the lines below.
+# ---
+# type: core4_pipelines.HttpDownload
+# attributes:
+#   collection: records           # the import that reads the files
+#   url: "https://example.org/records/{{date:%Y-%m-%d}}.csv"   # {{date}}: the run's date (UTC)
+#   file_name: "records-{{date:%Y%m%d}}.csv"
+#   headers: {{Authorization: RECORDS_TOKEN}}   # the value comes from this environment variable
+#   schedule: "0 6 * * *"         # UTC
+#   attempts: 3
+""",
         "tests/test_definitions.py": f'''"""{name}'s pipeline end to end: a CSV file in proc is claimed by the proc sensor once it
 stayed unchanged for 5 s (min_age_seconds), imported into MongoDB by the job the sensor starts,
 and archived. A private embedded MongoDB and folders under pytest's tmp_path: nothing you
