@@ -162,10 +162,10 @@ def test_dagster_job_execute_imports_into_the_embedded_default(root, tmp_path):
             import json, sys
             sys.path.insert(0, sys.argv[2])
             from support import claim_all, make_folders
-            from demo.definitions import import_readings
+            from demo.definitions import defs
             from core4_pipelines.jobs import import_run_config
             (batch_id,) = claim_all(make_folders(sys.argv[1]))
-            print(json.dumps(import_run_config(import_readings, batch_id)))
+            print(json.dumps(import_run_config(defs.resolve_job_def("import_readings"), batch_id)))
         """), str(root), os.path.join(REPO, "tests")],
         capture_output=True, text=True, cwd=DEMO, env=_env(root, tmp_path), check=False)
     assert batch.returncode == 0, batch.stderr

@@ -1,4 +1,5 @@
-"""The demo's Dagster definitions: a download job, the proc sensor and the import job.
+"""The demo's Dagster definitions: a download job in Python; the import and its proc sensor are
+declared in defs/readings/defs.yaml (a FileImport component) and loaded by project_definitions.
 
 In the asset graph: readings_inbox (delivered by download_samples, observed by the
 sensor) -> readings (the MongoDB collection, materialized once per imported batch).
@@ -7,34 +8,16 @@ sensor) -> readings (the MongoDB collection, materialized once per imported batc
 
 import os
 import shutil
-from datetime import timedelta
 
 import dagster as dg
 
-from core4_pipelines import (
-    FolderResource,
-    download_job,
-    download_to_proc,
-    import_job,
-    proc_folder_sensor,
-    project_definitions,
-    read_csv,
-)
+from core4_pipelines import FolderResource, download_job, download_to_proc, inbox_key, project_definitions
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "samples")
 
 
 class DownloadConfig(dg.Config):
     copies: int = 1  # how many copies of the sample set to fetch
-
-
-import_readings = import_job(
-    "import_readings",
-    read=read_csv,
-    collection="readings",
-    pattern=r"readings-.*\.csv$",
-    freshness=timedelta(hours=26),  # a daily download: overdue when a day passed without an import
-)
 
 
 def fetch_samples(context: dg.AssetExecutionContext, config: DownloadConfig, folders: FolderResource) -> list[str]:
@@ -56,13 +39,9 @@ def fetch_samples(context: dg.AssetExecutionContext, config: DownloadConfig, fol
 download_samples = download_job(
     "download_samples",
     fetch_samples,
-    produces=import_readings,
+    produces=inbox_key("demo", "readings"),  # the inbox of the import in defs/readings
     description="Download the demo's sample readings into proc",
     properties={"schedule": "0 6 * * *", "schedule_status": "stopped", "attempts": 2, "error_time": 60},
 )
 
-defs = project_definitions(
-    "demo",
-    jobs=[download_samples, import_readings],
-    sensors=[proc_folder_sensor(import_readings, batch_size=100, min_age_seconds=1)],
-)
+defs = project_definitions("demo", jobs=[download_samples])
