@@ -150,12 +150,15 @@ def scan_ready(
 
 
 def grown_batch_size(backlog: int, batch_size: int, max_batches: int, max_batch_files: int) -> int:
-    """Files per batch this tick: ``batch_size``, grown while the backlog is more than
-    ``max_batches`` batches of it could take, up to ``max_batch_files``.
+    """Files per batch this tick: ``batch_size``, grown when the backlog would need more
+    than two ticks of ``max_batches`` batches, up to ``max_batch_files``.
 
     A tick claims at most ``max_batches`` batches, so without growth a backlog of
     100k files would take 100 ticks (1,000 s at the defaults) just to be claimed.
+    Up to two ticks' worth, the next tick takes the rest as configured.
     """
+    if backlog <= 2 * batch_size * max_batches:
+        return batch_size
     wanted = -(-backlog // max_batches)  # ceil: the whole backlog in this tick's batches
     return max(batch_size, min(max_batch_files, wanted))
 

@@ -23,7 +23,7 @@ from typing import Pattern
 
 import dagster as dg
 
-from core4_pipelines.claims import Batch, claim_batches, pending_batches, scan_ready
+from core4_pipelines.claims import Batch, claim_batches, grown_batch_size, pending_batches, scan_ready
 from core4_pipelines.clean import sweep_on_sensor_start
 from core4_pipelines.jobs import BATCH_TAG, import_run_config, inbox_of, pattern_of
 from core4_pipelines.properties import declared_properties, resolved_properties
@@ -35,6 +35,9 @@ from core4_resources.mongo import MongoResource
 
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_MAX_BATCHES_PER_TICK = 10
+# A backlog grows batches up to GROWTH times batch_size files and this many bytes.
+GROWTH = 10
+DEFAULT_MAX_BATCH_BYTES = 256 * 2**20
 # A batch gets at least this many runs before it waits for a human, whatever `attempts`
 # says: a job's attempts (default 1) are about its code; a batch's faults are the machine's.
 MIN_BATCH_RUNS = 3
@@ -148,6 +151,8 @@ def proc_folder_sensor(
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     base: str | None = None,
     name: str | None = None,
+    max_batch_files: int | None = None,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
 ) -> dg.SensorDefinition:
     """A sensor that claims files in ``<proc>/<project>/`` and starts ``job`` per batch.
 
@@ -160,6 +165,11 @@ def proc_folder_sensor(
     ``min_age_seconds`` between scans and no process holds it open for writing,
     so a writer that ignores the hidden-temp-name convention is not read half-way
     (``min_age_seconds=0`` claims at first sight: for writers that rename when done).
+
+    When the backlog is more than two ticks' worth, batches grow so that one tick
+    claims it (up to ``max_batch_files`` files, default ten times ``batch_size``; a
+    grown batch closes at ``max_batch_bytes``): the claim rate follows the backlog
+    instead of capping it at ``batch_size * max_batches_per_tick`` per interval.
     """
     if batch_size < 1:
         raise ValueError(f"proc_folder_sensor({job.name}): batch_size must be >= 1, got {batch_size}")
@@ -169,6 +179,11 @@ def proc_folder_sensor(
         )
     if min_age_seconds < 0:
         raise ValueError(f"proc_folder_sensor({job.name}): min_age_seconds must be >= 0, got {min_age_seconds}")
+    max_batch_files = GROWTH * batch_size if max_batch_files is None else max_batch_files
+    if max_batch_files < batch_size:
+        raise ValueError(
+            f"proc_folder_sensor({job.name}): max_batch_files ({max_batch_files}) must be >= batch_size ({batch_size})"
+        )
     import_run_config(job, "00000000T000000-00000000")  # fails now, not at the first tick, if job is wrong
     own = pattern_of(job)
     given = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
@@ -220,11 +235,15 @@ def proc_folder_sensor(
                 + ", ".join(recovery.canceled)
             )
         scan = scan_ready(
-            proc, regex, min_age_seconds, now=now, limit=batch_size * max_batches_per_tick,
+            proc, regex, min_age_seconds, now=now, limit=max_batch_files * max_batches_per_tick,
             tracker=tracker_for(proc, sensor_name),
         )
         requests = list(recovery.requests)
-        claimed = claim_batches(proc, scan.ready, batch_size, max_batches_per_tick)
+        size = grown_batch_size(scan.ready_total, batch_size, max_batches_per_tick, max_batch_files)
+        claimed = claim_batches(
+            proc, scan.ready, size, max_batches_per_tick,
+            sizes=scan.ready_bytes, min_files=batch_size, max_bytes=max_batch_bytes,
+        )
         for batch in claimed:
             requests.append(_request(job, batch.batch_id, len(batch.files), base))
         observation, cursor = _inbox_observation(inbox, scan, claimed, recovery, now, context.cursor)

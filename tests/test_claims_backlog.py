@@ -19,6 +19,7 @@ def fill(folder, sizes: list[int]) -> None:
 def test_the_batch_grows_with_the_backlog_up_to_its_bound():
     assert grown_batch_size(50, 100, 10, 1000) == 100  # a small backlog: batches as configured
     assert grown_batch_size(1000, 100, 10, 1000) == 100
+    assert grown_batch_size(2000, 100, 10, 1000) == 100  # two ticks as configured take it
     assert grown_batch_size(5000, 100, 10, 1000) == 500  # the whole backlog in one tick
     assert grown_batch_size(100_000, 100, 10, 1000) == 1000  # bounded
     assert grown_batch_size(100, 1, 100, 10) == 1  # run per file stays so while the tick can take all
@@ -41,3 +42,23 @@ def test_a_grown_batch_stops_at_its_byte_bound_a_configured_one_never(tmp_path):
     assert [len(b.files) for b in batches] == [2, 2, 2]
     claimed = [name for b in batches for name in b.files]
     assert sorted(claimed) == sorted(scan.ready) and len(set(claimed)) == 6
+
+
+def test_one_tick_claims_a_backlog_of_many_ticks_each_file_once(folders, mongo):
+    from support import JOB, tick
+
+    from core4_pipelines.sensors import proc_folder_sensor
+
+    proc = folders.proc_folder()
+    fill(proc, [10] * 3000)
+    sensor = proc_folder_sensor(JOB, batch_size=100, max_batches_per_tick=10, min_age_seconds=0)
+    requests = tick(sensor, folders, mongo).run_requests
+    assert len(requests) == 10 and {r.tags["core4/files"] for r in requests} == {"300"}
+    claimed = [name for r in requests for name in batch_files(os.path.join(proc, ".batch", r.run_key))]
+    assert len(claimed) == len(set(claimed)) == 3000 and os.listdir(proc) == [".batch"]
+    # bounded in bytes: files of 1 KB, batches close at 150 KB (but never below batch_size)
+    fill(proc, [1000] * 3000)
+    sensor = proc_folder_sensor(JOB, batch_size=100, min_age_seconds=0, max_batch_bytes=150_000)
+    first = {r.run_key for r in requests}
+    requests = [r for r in tick(sensor, folders, mongo).run_requests if r.run_key not in first]
+    assert {r.tags["core4/files"] for r in requests} == {"150"} and len(requests) == 10
