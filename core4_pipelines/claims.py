@@ -83,8 +83,9 @@ def scan_ready(
 
     A file is done when ``tracker`` (default: this process's tracker of the
     folder) has seen it unchanged -- same size, mtime and inode -- for at least
-    ``min_age_seconds``, and no process holds it open for writing. Its own mtime
-    is not trusted (a file dated in the future is not held back forever);
+    ``min_age_seconds`` (or its ctime is that old at first sight: see ``writers.py``),
+    and no process holds it open for writing. Its own mtime is not trusted (a file
+    dated in the future is not held back forever);
     ``min_age_seconds`` 0 takes every file at once (for writers that use hidden
     names and a rename). ``ready`` holds the oldest ``limit`` of them (all when
     None); ``ready_total`` counts every stable one.
@@ -126,7 +127,7 @@ def scan_ready(
                 result.oldest_mtime = stat.st_mtime
             if tracker is not None:
                 present.add(name)
-                if not tracker.stable(name, file_state(stat), now, min_age_seconds):
+                if not tracker.stable(name, file_state(stat), now, min_age_seconds, stat.st_ctime):
                     result.too_young += 1
                     continue
             dated.append((stat.st_mtime, name, stat.st_size))

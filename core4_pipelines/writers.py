@@ -7,7 +7,12 @@ finished file:
 * it changes: its (size, mtime, inode) differ between two scans; a file is
   ready only once it has been seen unchanged for ``min_age_seconds``
   (``StabilityTracker``). The file's own mtime is not trusted: a clock skew or
-  ``touch -d tomorrow`` would otherwise hold it back (or let it through).
+  ``touch -d tomorrow`` would otherwise hold it back (or let it through). Its
+  change time (ctime) is set by the kernel on every write, rename or chmod and
+  cannot be set by a user: a file first seen with a ctime ``min_age_seconds`` in
+  the past has been unchanged that long already and need not wait a second scan
+  (a ctime in the future is not believed; a network filesystem whose server clock
+  runs behind this machine's would make files look older than they are).
 * it is open for writing: on Linux a read lease (``F_SETLEASE``) cannot be
   taken while any process holds the file open for writing
   (``open_for_writing``). The lease is released at once; its break signal is
@@ -22,6 +27,7 @@ import fcntl
 import os
 import signal
 import threading
+import time
 
 # (size, mtime in ns, inode): what "unchanged" compares.
 FileState = tuple[int, int, int]
@@ -67,11 +73,17 @@ class StabilityTracker:
         # name -> (state, first seen in that state): plain tuples, as 100,000 names may wait here
         self._seen: dict[str, tuple[FileState, float]] = {}
 
-    def stable(self, name: str, state: FileState, now: float, min_age: float) -> bool:
+    def stable(
+        self, name: str, state: FileState, now: float, min_age: float, changed_at: float | None = None
+    ) -> bool:
+        """``changed_at``: the file's ctime, when the caller has it (see the module's doc)."""
         seen = self._seen.get(name)
         if seen is None or seen[0] != state:
-            self._seen[name] = (state, now)
-            return False
+            # Judged on this machine's clock, as the kernel stamped it (``now`` may be a caller's).
+            age = None if changed_at is None else time.time() - changed_at
+            settled = age is not None and age >= min_age
+            self._seen[name] = (state, min(now, changed_at) if settled else now)
+            return settled
         return now - seen[1] >= min_age
 
     def forget_except(self, names: set[str]) -> None:

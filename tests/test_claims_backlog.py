@@ -62,3 +62,23 @@ def test_one_tick_claims_a_backlog_of_many_ticks_each_file_once(folders, mongo):
     first = {r.run_key for r in requests}
     requests = [r for r in tick(sensor, folders, mongo).run_requests if r.run_key not in first]
     assert {r.tags["core4/files"] for r in requests} == {"150"} and len(requests) == 10
+
+
+def test_a_file_unchanged_since_long_is_ready_at_first_sight_a_fresh_one_waits(tmp_path):
+    import time
+
+    from core4_pipelines.writers import StabilityTracker
+
+    proc = str(tmp_path / "proc")
+    fill(proc, [10, 10])
+    tracker = StabilityTracker()
+    now = time.time()
+    # ctime is the kernel's: a file changed just now waits a second scan, min_age later
+    assert scan_ready(proc, None, 5, now=now, tracker=tracker).ready == []
+    assert scan_ready(proc, None, 5, now=now + 2, tracker=tracker).ready == []
+    assert len(scan_ready(proc, None, 5, now=now + 5, tracker=tracker).ready) == 2
+    # seen first a while after its last change: ready at once
+    time.sleep(1.1)
+    assert len(scan_ready(proc, None, 1, tracker=StabilityTracker()).ready) == 2
+    # a change time in the future is not believed
+    assert StabilityTracker().stable("x", (1, 1, 1), now, 5, changed_at=now + 3600) is False
