@@ -183,7 +183,7 @@ class Supervisor:
     def __init__(self, dagster: subprocess.Popen, mongo: EmbeddedMongo | None, say: Callable[[str], None], *,
                  poll_every: float = 1.0, ping_every: float = 5.0, ping_failures: int = 3,
                  max_restarts: int = 5, restart_window: float = 600.0, grace: float = 30.0,
-                 interrupt_grace: float = 6.0) -> None:
+                 interrupt_grace: float = 4.0) -> None:
         self.dagster = dagster
         self.mongo = mongo
         self.say = say

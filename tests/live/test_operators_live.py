@@ -255,7 +255,11 @@ def test_pause_survives_a_restart_by_ctrl_c_and_resume_brings_the_imports_back(s
     waiting = drop_into_proc(live.root / "proc" / "demo", "readings-paused.csv",
                              b"sensor,value\nA,1\nB,2\n")
 
+    # A run in progress: its worker is among what Ctrl-C must stop.
+    running = enqueued(live.coco("enqueue", "ops.sleeper", "--force"))
+    wait_for(lambda: live.run(running)["status"] == "STARTED", 120, "the sleeper to start", live.log_tail)
     took = served.restart_by_ctrl_c()
+    print(f"Ctrl-C stopped coco serve and everything it started in {took:.1f}s")
     assert took <= 10, f"Ctrl-C took {took:.1f}s to stop everything"
     live = served.live
     assert set(sensor_states(live, "demo").values()) == {"STOPPED"}, "paused state lost in the restart"
@@ -269,7 +273,7 @@ def test_pause_survives_a_restart_by_ctrl_c_and_resume_brings_the_imports_back(s
     wait_for(lambda: list(archive.rglob("readings-paused.csv.gz")), 120, "the file to be imported after resume",
              live.log_tail)
 
-    sleeping = enqueued(live.coco("enqueue", "ops.sleeper"))
+    sleeping = enqueued(live.coco("enqueue", "ops.sleeper", "--force"))
     wait_for(lambda: live.run(sleeping)["status"] == "STARTED", 120, "the sleeper to start", live.log_tail)
     halted = live.coco("halt", "--kill")
     assert halted.returncode == 0, halted.stdout + halted.stderr
