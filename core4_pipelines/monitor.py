@@ -174,7 +174,9 @@ def monitor_sensor(project: str, jobs: Sequence[dg.JobDefinition], zombie_defaul
             context.log.info(line)
         if requests:
             return requests
-        return dg.SkipReason(f"{len(started)} runs of {project} running, none silent for its zombie_time; "
+        if done:
+            return dg.SkipReason("; ".join(done))
+        return dg.SkipReason(f"{len(started)} runs of {project} running, none newly silent for its zombie_time; "
                              f"no deferred run due")
 
     return core4_monitor
