@@ -196,8 +196,9 @@ class FolderResource(ArchiveMoves, dg.ConfigurableResource):
         # Keyed by the configured values too: model_copy(update=...) shares this dict.
         key = (kind, base, getattr(self, kind), self.project)
         cacheable = base is None or isinstance(base, str)
-        if cacheable and key in self._checked:
-            return self._checked[key]
+        checked = self._checked  # a private attribute costs a lookup through pydantic: once
+        if cacheable and key in checked:
+            return checked[key]
         root = self._root(kind)
         if base is None:
             if not isinstance(self.project, str) or "/" in self.project:
@@ -206,7 +207,7 @@ class FolderResource(ArchiveMoves, dg.ConfigurableResource):
         else:
             folder = _checked_inside("base", base, root)
         if cacheable:
-            self._checked[key] = folder
+            checked[key] = folder
         return folder
 
     def _stamped_folder(self, folder: str, stamp: str) -> str:

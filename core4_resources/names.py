@@ -134,4 +134,8 @@ def move_marker_path(source: str) -> str:
     """The hidden marker beside ``source`` that records its copy while being installed:
     ``.<name, cut to fit>.<hash of the whole name>.moving``."""
     folder, name = os.path.split(os.path.abspath(source))
-    return os.path.join(folder, _hidden_name(name, _name_hash(name) + MOVE_MARKER_SUFFIX))
+    encoded = os.fsencode(name)
+    tag = hashlib.sha1(encoded).hexdigest()[:8] + MOVE_MARKER_SUFFIX
+    if len(encoded) + 2 + len(tag) <= NAME_MAX:  # fits uncut: the common case, probed on every move
+        return f"{folder}/.{name}.{tag}" if folder != "/" else f"/.{name}.{tag}"
+    return os.path.join(folder, _hidden_name(name, tag))
