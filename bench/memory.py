@@ -76,7 +76,7 @@ def measure(count: int, smoke: bool) -> Row:
         f"{count} project{'s' if count > 1 else ''}",
         [],
         [],
-        at_most(1.2),
+        at_most(1.15),
         ratio_kind="memory",
         ours_value=ours["total"],
         baseline_value=bare["total"],
