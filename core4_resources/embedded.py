@@ -4,16 +4,9 @@ Used when no ``mongo_url`` is configured (``coco serve``, ``coco demo``) and by 
 tests. The server runs in its own session so a Ctrl-C in the terminal reaches this
 process only, and this process decides how the server stops (cleanly, then killed).
 
-Access control: the server always runs with ``--auth`` (SCRAM-SHA-256). The first
-start for a storage folder generates a random password for the user ``core4`` and
-writes it to the credentials file beside the folder (``<storage>.credentials``,
-mode 0600, JSON) *before* the user exists; then it starts the server once without
-``--auth`` -- on 127.0.0.1, on a port the OS picked a moment before, for about a
-second -- creates the user (role ``root`` on ``admin``), drops any other user that
-appeared meanwhile, stops it, and marks the file ``"provisioned": true``. A start
-that finds the file unmarked (provisioning was interrupted) provisions again with the
-same password (``updateUser`` when the user exists). ``EmbeddedMongo.url`` carries the
-credentials: print it only through ``config.mask_url``.
+Access control: the server always runs with ``--auth`` (SCRAM-SHA-256), its user and
+password provisioned on the first start (embedded_users.py). ``EmbeddedMongo.url``
+carries the credentials: print it only through ``config.mask_url``.
 
 One server per data folder: a start takes the lock beside the folder and, when a server of the
 folder runs already (started by another process: ``coco serve``, or a code server or run worker
@@ -48,6 +41,7 @@ from core4_resources.credentials import (  # noqa: F401 - url_with_credentials i
     url_with_credentials,
     write_credentials,
 )
+from core4_resources.embedded_users import AUTH_SOURCE, provisioned_credentials
 from core4_resources.embedded_state import ServerState, exclusive, read_state, serves, stop_pid, write_state
 from core4_resources.errors import EmbeddedMongoError
 from core4_resources.moves import make_dirs
@@ -67,9 +61,7 @@ _ADDRESS_IN_USE = ("Address already in use", "[Errno 98]")
 # (a moment longer than a foreign server on a taken port needs to make ours exit).
 _AUTH_REFUSED_SECONDS = 5.0
 _AUTH_FAILED = 18  # AuthenticationFailed
-_USER_EXISTS = 51003
 FOLDER_MODE = 0o750
-AUTH_SOURCE = "admin"
 # What the server creates in its storage folder: readable by this user only.
 _SERVER_UMASK = 0o077
 
@@ -206,7 +198,7 @@ class EmbeddedMongo:
             self._start_on(executable, self._requested_port, fixed=self._requested_port is not None)
             return self
         with exclusive(self.lock_path, self.startup_timeout + 60):
-            self._credentials = self._provisioned_credentials()
+            self._credentials = provisioned_credentials(self)
             self._start_or_adopt(executable, self._requested_port)
         return self
 
@@ -279,49 +271,6 @@ class EmbeddedMongo:
         # A path that exists but is no folder is left for the server to refuse (with its log).
         if not os.path.lexists(self.storage_path):
             make_dirs(self.storage_path, FOLDER_MODE)
-
-    def _provisioned_credentials(self) -> Credentials:
-        """The credentials file's content, provisioning the user first when that has not
-        finished (a first start, or an earlier provisioning that was interrupted)."""
-        credentials = read_credentials(self.credentials_path)
-        if credentials is None:
-            credentials = Credentials.generate()
-            # On disk (0600) before the user exists: a crash from here on is repaired
-            # by the next start, which provisions the same password.
-            write_credentials(self.credentials_path, credentials)
-        if not credentials.provisioned:
-            self._provision(credentials)
-            credentials.provisioned = True
-            write_credentials(self.credentials_path, credentials)
-        return credentials
-
-    def _provision(self, credentials: Credentials) -> None:
-        log.info("provisioning user %s for %s", credentials.user, self.storage_path)
-        bare = EmbeddedMongo(self.storage_path, host="127.0.0.1", startup_timeout=self.startup_timeout,
-                             log_path=self.log_path, auth=False)
-        with bare, pymongo.MongoClient(bare.url, directConnection=True,
-                                       serverSelectionTimeoutMS=5000) as client:
-            admin = client[AUTH_SOURCE]
-            roles = [{"role": "root", "db": AUTH_SOURCE}]
-            try:
-                try:
-                    admin.command("createUser", credentials.user, pwd=credentials.password, roles=roles)
-                except OperationFailure as exc:
-                    if exc.code != _USER_EXISTS:
-                        raise
-                    # Made by an interrupted provisioning (or the file was removed): set the password.
-                    admin.command("updateUser", credentials.user, pwd=credentials.password, roles=roles)
-                # Nobody else may keep a user made while the server ran without --auth.
-                for other in admin["system.users"].find({}, {"user": 1, "db": 1}):
-                    if (other["user"], other["db"]) != (credentials.user, AUTH_SOURCE):
-                        log.warning("dropping user %s@%s of %s: not provisioned by core4",
-                                    other["user"], other["db"], self.storage_path)
-                        client[other["db"]].command("dropUser", other["user"])
-            except PyMongoError as exc:
-                raise EmbeddedMongoError(
-                    f"provisioning the user {credentials.user} for {self.storage_path} failed: {exc}; "
-                    f"the next start tries again (log: {self.log_path})"
-                ) from None
 
     def _start_or_adopt(self, executable: str, port: int | None) -> None:
         """Under the lock: adopt the folder's running server, or launch one on ``port`` (given:
