@@ -22,7 +22,17 @@ if TYPE_CHECKING:
     from core4_pipelines.project import project_definitions, project_resources, project_settings
     from core4_pipelines.properties import job_properties
     from core4_pipelines.readers import read_csv, read_jsonl
-    from core4_pipelines.runtime import collection, core4_op, cookie, defer, insert, job_config, progress, set_source
+    from core4_pipelines.runtime import (
+        collection,
+        cookie,
+        core4_op,
+        defer,
+        heartbeat,
+        insert,
+        job_config,
+        progress,
+        set_source,
+    )
     from core4_pipelines.sensors import proc_folder_sensor
     from core4_resources.folders import FolderResource
     from core4_resources.mongo import MongoResource
@@ -43,6 +53,7 @@ _EXPORTS = {
     "download_job": "core4_pipelines.downloads",
     "download_to_proc": "core4_pipelines.downloads",
     "inbox_key": "core4_pipelines.import_assets",
+    "heartbeat": "core4_pipelines.runtime",
     "import_job": "core4_pipelines.jobs",
     "import_run_config": "core4_pipelines.jobs",
     "insert": "core4_pipelines.runtime",
@@ -61,20 +72,21 @@ _EXPORTS = {
 __all__ = [
     "Cookie",
     "FileImport",
-    "HttpDownload",
     "FolderResource",
+    "HttpDownload",
     "ImportBatchConfig",
     "MongoResource",
     "collection",
+    "collection_key",
     "cookie",
     "core4_op",
     "defer",
-    "collection_key",
     "download_job",
     "download_to_proc",
+    "heartbeat",
     "import_job",
-    "inbox_key",
     "import_run_config",
+    "inbox_key",
     "insert",
     "job_config",
     "job_properties",

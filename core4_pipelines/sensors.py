@@ -27,6 +27,7 @@ from core4_pipelines.claims import Batch, claim_batches, grown_batch_size, pendi
 from core4_pipelines.clean import sweep_on_sensor_start
 from core4_pipelines.jobs import BATCH_TAG, import_run_config, inbox_of, pattern_of
 from core4_pipelines.properties import declared_properties, resolved_properties
+from core4_pipelines.runtime import STATE_TAG
 from core4_pipelines.recovery import RECOVERED_TAG, UNFINISHED, fail_orphaned_run, is_local_launcher, worker_gone
 from core4_pipelines.writers import tracker_for
 from core4_resources.errors import MongoError
@@ -117,7 +118,10 @@ def _recover(
         elif not run.is_finished:  # queued or not started: Dagster will run it
             out.running += 1
             continue
-        if run.status == dg.DagsterRunStatus.CANCELED and not run.tags.get(RECOVERED_TAG):
+        # A canceled run waits for a human -- unless recovery failed it, or the zombie monitor
+        # stopped it (zombie_action: kill): a hung worker is a passing fault like a dead one.
+        stopped_as_zombie = run.tags.get(STATE_TAG) == "zombie"
+        if run.status == dg.DagsterRunStatus.CANCELED and not (run.tags.get(RECOVERED_TAG) or stopped_as_zombie):
             out.canceled.append(f"{batch.batch_id} (run {run.run_id})")
             continue
         runs_done = sum(1 for r in records if r.dagster_run.is_finished) or 1

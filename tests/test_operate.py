@@ -99,7 +99,7 @@ def test_local_enqueue_runs_the_job_and_refuses_a_duplicate(tmp_path, mongo_url)
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(os.listdir(tmp_path / "root" / "proc" / "demo")) == 8
 
-    digest = args_hash("demo.download_samples", {"ops": {"fetch_samples": {"config": {"copies": 1}}}})
+    digest = args_hash("demo.download_samples", {"ops": {"download_samples_fetch": {"config": {"copies": 1}}}})
     with dg.DagsterInstance.from_config(str(tmp_path / "root" / "dagster")) as instance:
         (finished,) = instance.get_runs()
         assert finished.status == dg.DagsterRunStatus.SUCCESS and ARGS_TAG in finished.tags

@@ -13,7 +13,9 @@ import pytest
 from support import JOB, OLD, put, tick
 
 from core4_pipelines.claims import batch_files, batch_root, claim_batches, pending_batches, scan_ready
-from core4_pipelines.jobs import BATCH_TAG
+from core4_pipelines.jobs import BATCH_TAG, import_job
+from core4_pipelines.readers import read_csv
+from core4_pipelines.runtime import STATE_TAG
 from core4_pipelines.sensors import proc_folder_sensor
 from core4_pipelines.writers import StabilityTracker
 
@@ -199,3 +201,21 @@ def test_two_concurrent_claimers_never_claim_the_same_file(folders):
     assert sorted(combined) == names
     on_disk = [n for b in os.listdir(batch_root(proc)) for n in batch_files(os.path.join(batch_root(proc), b))]
     assert sorted(on_disk) == names
+
+
+def test_a_run_stopped_as_a_zombie_is_run_again_and_a_canceled_one_waits_for_a_human(folders, mongo):
+    proc = folders.proc_folder()
+    put(proc, "a.csv")
+    job = import_job("import_things", read=read_csv, collection="things", properties={"error_time": 0})
+    sensor = proc_folder_sensor(job, min_age_seconds=0)
+    with dg.instance_for_test() as instance:
+        (request,) = tick(sensor, folders, mongo, instance).run_requests
+        run = instance.create_run_for_job(job, run_config=request.run_config, tags=request.tags,
+                                          status=dg.DagsterRunStatus.CANCELED)
+        # Canceled by an operator: the batch waits, and the skip reason says so.
+        waiting = tick(sensor, folders, mongo, instance)
+        assert not waiting.run_requests and "canceled run" in waiting.skip_message
+        # Stopped by the zombie monitor (zombie_action: kill): a passing fault, run again.
+        instance.add_run_tags(run.run_id, {STATE_TAG: "zombie"})
+        (again,) = tick(sensor, folders, mongo, instance).run_requests
+        assert again.run_key == f"{request.run_key}.run2"
