@@ -402,3 +402,18 @@ def test_a_missing_environment_variable_fails_the_run_naming_it(project, server,
     result = defs.get_job_def("download_readings").execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     assert "READINGS_TOKEN is not set" in event_log_text(instance, result.run_id)
+
+
+def test_templates_take_the_runs_date_and_the_urls_name():
+    from datetime import datetime, timezone
+
+    from core4_pipelines.http_fetch import DownloadError, render, run_date
+
+    due = run_date({"dagster/scheduled_execution_time": "2024-03-05T06:00:00+00:00"})
+    assert due == datetime(2024, 3, 5, 6, tzinfo=timezone.utc)
+    assert render("https://x.org/r/{date:%Y-%m-%d}.csv", date=due) == "https://x.org/r/2024-03-05.csv"
+    assert render("{date:%Y%m%d}-{index}-{name}", date=due, url="https://x.org/r/a.csv?k=1", index=2) == \
+        "20240305-2-a.csv"
+    with pytest.raises(DownloadError, match=r"\{date\}.*\{name\}.*\{index\}"):
+        render("{day}", date=due)
+    assert abs((run_date({}) - datetime.now(timezone.utc)).total_seconds()) < 5  # launched by hand: now
