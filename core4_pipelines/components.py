@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import dagster as dg
 from pydantic import Field, ValidationError
@@ -237,13 +238,13 @@ class HttpDownload(_Core4Component):
     description: str | None = Field(None, description="The job's description.")
 
     def source_urls(self, context: dg.ComponentLoadContext) -> list[str]:
-        urls = ([self.url] if self.url else []) + list(self.urls or [])
-        if not urls:
+        keyed = ([("url", self.url)] if self.url else []) + [(f"urls[{i}]", u) for i, u in enumerate(self.urls or [])]
+        if not keyed:
             raise _fail(context, "url", "a URL (or urls: a list of them)", None)
-        for url in urls:
-            if urllib_scheme(url) not in ("http", "https"):
-                raise _fail(context, "url", "an http:// or https:// URL", url)
-        return urls
+        for key, url in keyed:
+            if urlsplit(url).scheme.lower() not in ("http", "https"):
+                raise _fail(context, key, "an http:// or https:// URL", url)
+        return [url for _, url in keyed]
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         from core4_pipelines.downloads import download_job
@@ -274,12 +275,6 @@ class HttpDownload(_Core4Component):
             description=self.description, properties=properties or None,
         )
         return dg.Definitions(jobs=[job])
-
-
-def urllib_scheme(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    return urlsplit(url).scheme.lower()
 
 
 # -- a project's defs/ folder ---------------------------------------------------------------------

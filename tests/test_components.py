@@ -417,3 +417,11 @@ def test_templates_take_the_runs_date_and_the_urls_name():
     with pytest.raises(DownloadError, match=r"\{date\}.*\{name\}.*\{index\}"):
         render("{day}", date=due)
     assert abs((run_date({}) - datetime.now(timezone.utc)).total_seconds()) < 5  # launched by hand: now
+
+
+def test_a_url_that_is_not_http_names_its_place(project):
+    with pytest.raises(Exception) as caught:
+        project({"fetch": "type: core4_pipelines.HttpDownload\nattributes:\n  collection: readings\n"
+                          "  urls: [https://127.0.0.1/a.csv, file:///etc/passwd]\n"})
+    message = "".join(str(e) for e in _chain(caught.value))
+    assert "defs.yaml: attributes.urls[1]: expected an http:// or https:// URL, got 'file:///etc/passwd'" in message
