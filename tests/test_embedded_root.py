@@ -232,3 +232,19 @@ def test_coco_config_prints_the_embedded_url_masked(root):
     assert f"mongodb://core4:***@127.0.0.1:{url.rsplit(':', 1)[1]}" in line and f"running, pid {pid}" in line
     password = url.split(":")[2].split("@")[0]
     assert password not in done.stdout
+
+
+def test_coco_serve_starts_the_root_server_on_the_configured_port(tmp_path, monkeypatch):
+    from core4_pipelines.coco.serve import embedded_mongo_for
+    from core4_resources.config import load_config
+    from core4_resources.embedded import free_port
+
+    port = free_port()
+    monkeypatch.setenv("CORE4_OPTION_folder__root", str(tmp_path / "root"))
+    monkeypatch.setenv("CORE4_OPTION_embedded__port", str(port))
+    with embedded_mongo_for(load_config(), say=lambda _: None) as server:
+        assert server.port == port
+        assert read_state(str(tmp_path / "root" / "mongo.state")).port == port  # the root's own server
+        with pymongo.MongoClient(server.url, serverSelectionTimeoutMS=5000) as client:
+            client.core4.things.insert_one({"_id": 1})
+    assert embedded_status(tmp_path / "root")[1] is None  # coco serve's own server stops with it

@@ -31,6 +31,7 @@ from core4_pipelines.coco.workspace import write_workspace
 from core4_pipelines.errors import PipelineError
 from core4_resources.config import Settings, mask_url
 from core4_resources.embedded import EmbeddedMongo
+from core4_resources.embedded_root import root_server
 from core4_resources.errors import EmbeddedMongoError
 
 MONGO_URL_ENV = "CORE4_OPTION_DEFAULT__mongo_url"
@@ -42,9 +43,10 @@ def embedded_mongo_for(settings: Settings, say: Callable[[str], None]) -> Iterat
     if settings.mongo_url:
         yield None
         return
-    storage = os.path.join(settings.folder.root, "mongo")
-    with EmbeddedMongo(storage, log_path=os.path.join(settings.folder.root, "mongo.log")) as server:
-        say(f"embedded MongoDB on {mask_url(server.url)} (data in {storage}, "
+    # The same server every entry point starts on demand: its folder, its kept port, or
+    # embedded.port when configured.
+    with root_server(settings.folder.root, port=settings.embedded.port) as server:
+        say(f"embedded MongoDB on {mask_url(server.url)} (data in {server.storage_path}, "
             f"user and password in {server.credentials_path})")
         yield server
 

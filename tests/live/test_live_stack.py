@@ -73,7 +73,7 @@ def test_job_submitted_through_graphql_with_run_config_succeeds(live):
     run_id = client.submit_job_execution(
         "download_samples",
         repository_location_name="demo",
-        run_config={"ops": {"fetch_samples": {"config": {"copies": 2}}}},
+        run_config={"ops": {"download_samples_fetch": {"config": {"copies": 2}}}},
     )
     run = live.wait_for_run(run_id, 120)
     assert run["status"] == "SUCCESS", live.run_messages(run_id)[-10:]
