@@ -98,16 +98,18 @@ class MongoLogHandler(logging.Handler):
     def _open(self):
         from core4_resources.mongo import NO_URL_MESSAGE, MongoResource
 
-        url, database = self.mongo_url, self.database
+        url, database, embedded = self.mongo_url, self.database, {}
         if database is None:
             from core4_resources.config import load_config
 
-            settings = load_config().logging
-            url, database = settings.mongo_url, settings.mongo_database
-        if not url:
+            config = load_config()
+            url, database = config.logging.mongo_url, config.logging.mongo_database
+            # No URL anywhere: the embedded server of folder.root, as for every other entry point.
+            embedded = {"embedded_root": config.folder.root, "embedded_port": config.embedded.port}
+        if not url and not embedded:
             raise ValueError(f"logging.mongo_url: {NO_URL_MESSAGE}")
-        return MongoResource(mongo_url=url, database=database,
-                             server_selection_timeout_ms=self.TIMEOUT_MS).collection(self.collection)
+        return MongoResource(mongo_url=url or None, database=database,
+                             server_selection_timeout_ms=self.TIMEOUT_MS, **embedded).collection(self.collection)
 
     def emit(self, record: logging.LogRecord) -> None:
         if time.monotonic() < self._paused_until:

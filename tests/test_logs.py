@@ -97,3 +97,20 @@ def test_an_unusable_format_is_a_configuration_error(monkeypatch):
         load_config()
     assert str(error.value) == ("logging.format from env CORE4_OPTION_logging__format: expected a logging format "
                                 "such as '%(asctime)s %(levelname)s %(message)s', got 'plain text'")
+
+
+def test_without_any_mongo_url_the_log_goes_to_the_embedded_server_of_the_root(monkeypatch, tmp_path):
+    import pymongo
+
+    from core4_resources.embedded_root import ensure_embedded, stop_embedded
+
+    root = tmp_path / "root"
+    monkeypatch.setenv("CORE4_OPTION_folder__root", str(root))
+    monkeypatch.setenv("CORE4_OPTION_logging__mongo_database", "logs")
+    handler = MongoLogHandler("sys.log")
+    try:
+        handler.emit(logging.LogRecord("core4", logging.WARNING, __file__, 1, "kept without a URL", None, None))
+        with pymongo.MongoClient(ensure_embedded(root), serverSelectionTimeoutMS=5000) as client:
+            assert client.logs["sys.log"].find_one({"message": "kept without a URL"})["level"] == "WARNING"
+    finally:
+        stop_embedded(root)
