@@ -215,3 +215,30 @@ def test_a_sensor_pattern_that_contradicts_the_jobs_is_refused():
     job = import_job("import_things", read=read_csv, collection="things", pattern=r"a.*")
     with pytest.raises(ValueError, match="differs from the job's own"):
         proc_folder_sensor(job, pattern=r"b.*")
+
+
+def test_the_scaffolds_record_model_switched_on_refuses_a_bad_row(tmp_path, monkeypatch, folders, mongo):
+    import importlib
+
+    from core4_pipelines.coco.scaffold import init_project
+    from core4_pipelines.import_assets import assets_of
+
+    folder = init_project("shopmodel", str(tmp_path / "home"), say=lambda _: None, git=False)
+    defs_yaml = os.path.join(folder, "shopmodel", "defs", "records", "defs.yaml")
+    text = open(defs_yaml).read().replace("  # record_model: shopmodel.models.Record", "  record_model: shopmodel.models.Record")
+    open(defs_yaml, "w").write(text)
+    monkeypatch.syspath_prepend(folder)
+    defs = importlib.import_module("shopmodel.definitions").defs
+    job = defs.resolve_job_def("import_records")
+    assert assets_of(job).assets[0].specs_by_key[dg.AssetKey(["shopmodel", "records"])].metadata["record_model"] \
+        == "shopmodel.models.Record"
+    put(folders.proc_folder(), "ok.csv", "city,celsius,note\nberlin,21.5,sunny\n")
+    put(folders.proc_folder(), "hot.csv", "city,celsius\nkoeln,19\nmars,120\n")
+    (batch_id,) = claim_all(folders)
+    result = run_import(folders, mongo, batch_id, job=job)
+    assert not result.success
+    assert [(d["city"], d["celsius"], d["note"]) for d in mongo.collection("records").find({"_src": "ok.csv"})] \
+        == [("berlin", 21.5, "sunny")]
+    (reason,) = [p for p in os.listdir(folders.error_folder()) if p.endswith(".reason.txt")]
+    text = open(os.path.join(folders.error_folder(), reason)).read()
+    assert "record 2 (line 3)" in text and "field celsius" in text and "less than or equal to 60" in text

@@ -12,7 +12,7 @@ import pytest
 from support import coco
 
 FILES = [".gitignore", "README.md", "enter_env", "pyproject.toml", "sales/__init__.py", "sales/definitions.py",
-         "sales/defs/records/defs.yaml", "sales/sales.yaml", "tests/test_definitions.py"]
+         "sales/defs/records/defs.yaml", "sales/models.py", "sales/sales.yaml", "tests/test_definitions.py"]
 GIT = shutil.which("git")
 needs_git = pytest.mark.skipif(GIT is None, reason="git is not installed")
 

@@ -154,6 +154,22 @@ from core4_pipelines import project_definitions
 
 defs = project_definitions("{name}")
 ''',
+        f"{name}/models.py": f'''"""{name}'s record models (pydantic): a record model validates and converts every record
+of an import; a record it refuses sends its file to the error folder, naming the record, its
+line, the field and why. Switch it on with `record_model: {name}.models.Record` in
+defs/records/defs.yaml (or `import_job(..., model=Record)` in Python)."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Record(BaseModel):
+    """One row of a records CSV file: the fields you expect, with their types and bounds."""
+
+    model_config = ConfigDict(extra="allow")  # columns not named here are kept as they are
+
+    city: str = Field(min_length=1)
+    celsius: float = Field(ge=-90, le=60)
+''',
         f"{name}/defs/records/defs.yaml": f"""# CSV files in <proc>/{name}/ (coco folders {name}) are imported into the collection
 # records of the {name} database, then archived. Attributes: see the README of core4 pipelines.
 type: core4_pipelines.FileImport
@@ -162,7 +178,7 @@ attributes:
   pattern: '.*\\.csv$'
   reader: csv                     # or jsonl, or a dotted path module.function
   # reader_options: {{delimiter: ";", encoding: utf-8}}
-  # record_model: {name}.models.Record   # a pydantic model each record is validated with
+  # record_model: {name}.models.Record   # a pydantic model each record is validated with ({name}/models.py)
   # attempts: 3                   # core4 job properties: attempts, error_time, wall_time,
   # max_parallel: 1               #   max_parallel, priority, schedule
   # freshness: 86400              # seconds within which new records are expected
