@@ -118,14 +118,19 @@ def run_summary(dagster_home: str, location: str) -> dict:
         ]
     statuses: dict[str, int] = {}
     waits, durations = [], []
+    failures: dict[str, str] = {}
     for record in records:
         statuses[record.dagster_run.status.value] = statuses.get(record.dagster_run.status.value, 0) + 1
+        if record.dagster_run.status.value == "FAILURE":
+            failures[record.dagster_run.run_id] = _failure(dagster_home, record.dagster_run.run_id)
         if record.start_time and record.end_time:
             waits.append(record.start_time - record.create_timestamp.timestamp())
             durations.append(record.end_time - record.start_time)
     return {
         "runs": len(records),
         "statuses": statuses,
+        "run_keys": sorted(r.dagster_run.tags.get("dagster/run_key", "") for r in records),
+        "failures": failures,
         "mean_queue_to_start_s": sum(waits) / len(waits) if waits else None,
         "mean_run_s": sum(durations) / len(durations) if durations else None,
         "first_created_to_last_end_s": (
@@ -134,6 +139,19 @@ def run_summary(dagster_home: str, location: str) -> dict:
             else None
         ),
     }
+
+
+def _failure(dagster_home: str, run_id: str) -> str:
+    """The first failure message in a run's event log (what made it fail), shortened."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(dagster_home) as instance:
+        for entry in instance.all_logs(run_id):
+            event = entry.dagster_event
+            if event is not None and event.event_type_value in ("STEP_FAILURE", "RUN_FAILURE", "ENGINE_EVENT"):
+                if event.event_type_value != "ENGINE_EVENT" or "fail" in (entry.message or "").lower():
+                    return (entry.message or event.event_type_value)[:500]
+    return ""
 
 
 def run(smoke: bool) -> list[Row]:

@@ -48,21 +48,31 @@ def bench_environment(config_file: str, **extra: str) -> dict[str, str]:
 
 
 def write_project(home: str, name: str, **sensor_options: int) -> str:
-    """A project made by ``coco init`` (the scaffold); ``sensor_options`` go to its proc_folder_sensor."""
+    """A project made by ``coco init`` (the scaffold: a FileImport of CSV files into ``records``).
+
+    With ``sensor_options`` (for proc_folder_sensor: batch_size, max_batches_per_tick,
+    minimum_interval_seconds, ...) its defs folder (the YAML import) is replaced by the
+    same import in Python, whose sensor takes every option.
+    """
+    import shutil
+
     from core4_pipelines.coco.scaffold import init_project
 
     folder = init_project(name, home)
     if sensor_options:
-        options = [f"{key}={value!r}" for key, value in sorted(sensor_options.items())]
-        path = os.path.join(folder, name, "definitions.py")
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-        marker = 'pattern=r".*\\.csv$")'
-        if marker not in text:
-            raise RuntimeError(f"{path}: the scaffold changed; cannot find {marker!r} to add sensor options")
-        text = text.replace(marker, f'pattern=r".*\\.csv$", {", ".join(options)})')
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        component = os.path.join(folder, name, "defs")
+        if not os.path.isdir(component):
+            raise RuntimeError(f"{component}: the scaffold changed; cannot replace its import with sensor options")
+        shutil.rmtree(component)
+        options = "".join(f", {key}={value!r}" for key, value in sorted(sensor_options.items()))
+        with open(os.path.join(folder, name, "definitions.py"), "w", encoding="utf-8") as handle:
+            handle.write(
+                "from core4_pipelines import import_job, proc_folder_sensor, project_definitions, read_csv\n\n"
+                f"import_records = import_job(\"import_records\", read=read_csv, collection=\"records\", "
+                f"pattern=r\".*\\.csv$\", project={name!r})\n"
+                f"defs = project_definitions({name!r}, jobs=[import_records], "
+                f"sensors=[proc_folder_sensor(import_records{options})])\n"
+            )
     return folder
 
 
