@@ -20,7 +20,7 @@ import os
 import queue
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bson.errors import InvalidDocument
 from pymongo.errors import BulkWriteError, PyMongoError
@@ -130,10 +130,12 @@ def write_batch_records(
     batch_id: str,
     run_id: str,
     convert: Converter | None = None,
+    beat: Callable[[], object] | None = None,
 ) -> list[FileOutcome]:
     """Write every file's records as one stream of ``insert_many`` chunks; nothing moves yet.
 
     Same outcomes as :func:`~core4_pipelines.import_files.write_file_records` per file.
+    ``beat`` is called once per chunk, in this thread (the run's heartbeat: see monitor.py).
     """
     stream = _Stream(list(paths), read, batch_id, run_id, convert)
     target = mongo.collection(collection)
@@ -146,6 +148,8 @@ def write_batch_records(
     try:
         while (item := stream.chunks.get()) is not _DONE:
             documents, owners = item
+            if beat is not None:
+                beat()
             try:
                 _insert(target, where, mongo, documents, owners, inserted, duplicates, unstorable)
             except InvalidDocument as exc:  # a chunk of one file only

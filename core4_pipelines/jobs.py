@@ -46,7 +46,7 @@ from core4_pipelines.import_files import (  # noqa: F401 - _records_with_ids, wr
     write_file_records,
 )
 from core4_pipelines.record_model import model_converter
-from core4_pipelines.runtime import core4_compute, set_sources
+from core4_pipelines.runtime import core4_compute, heartbeat, set_sources
 from core4_resources.folders import FolderResource, printable_name
 from core4_resources.mongo import MongoResource
 
@@ -174,6 +174,7 @@ def import_job(
                 batch_id=config.batch_id,
                 run_id=context.run.run_id,
                 convert=convert,
+                beat=lambda: heartbeat(context.op_execution_context),  # the zombie monitor sees it work
             )
             if outcomes:
                 # The one durability point of the batch: no file is archived before its

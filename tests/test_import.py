@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import time
 
+import dagster as dg
 import pytest
 from support import archived, claim_all, csv_rows, put, read, run_import
 
@@ -148,3 +150,16 @@ def test_a_second_run_of_a_batch_being_imported_is_refused(folders, mongo):
     assert "being imported by another run" in str(result.failure_data_for_node("import_things_batch").error)
     assert os.listdir(folder) == ["a.csv"]
     assert mongo.collection("things").count_documents({}) == 0
+
+
+def test_an_import_beats_its_heartbeat_while_it_writes(folders, mongo):
+    from core4_pipelines.runtime import HEARTBEAT_TAG
+
+    put(folders.proc_folder(), "a.csv", csv_rows(3))
+    (batch_id,) = claim_all(folders)
+    with dg.instance_for_test() as instance:
+        before = time.time()
+        result = run_import(folders, mongo, batch_id, instance=instance)
+        assert result.success
+        beat = float(instance.get_run_by_id(result.run_id).tags[HEARTBEAT_TAG])
+    assert before <= beat <= time.time()  # so the zombie monitor never flags an import that works
