@@ -191,7 +191,7 @@ def rejected_check_result(key: dg.AssetKey, batch_id: str, rows: Sequence[FileRo
         description=(
             f"{len(rejected)} of {len(rows)} files of batch {batch_id} were moved to the error folder"
             if rejected
-            else f"no file of batch {batch_id} was rejected"
+            else f"no file of batch {batch_id} was rejected" if rows else "no file to import"
         ),
         metadata=metadata,
     )

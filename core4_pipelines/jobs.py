@@ -18,7 +18,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from core4_pipelines.claims import batch_files, batch_path, is_batch_id
+from core4_pipelines.claims import batch_files, batch_path, claim_batches, is_batch_id, scan_ready
 from core4_pipelines.downloads import download_job, download_to_proc  # noqa: F401 - public here too
 from core4_pipelines.errors import ImportBatchError
 from core4_pipelines.import_assets import (
@@ -57,10 +57,22 @@ INBOX_METADATA = "core4/inbox"
 BATCH_TAG = "core4/batch"
 
 
+# What "Materialize" in the UI imports (a run without a batch_id): the files waiting now, up
+# to this many, claimed as one batch; the sensor claims the rest.
+MATERIALIZE_MAX_FILES = 1000
+
+
 class ImportBatchConfig(dg.Config):
     """Run configuration of an import run: which claimed batch to import."""
 
-    batch_id: str = Field(description="The batch folder under <proc>/<project>/.batch/ to import")
+    batch_id: str | None = Field(
+        default=None,
+        description=(
+            "The batch folder under <proc>/<project>/.batch/ to import (the proc sensor gives it). "
+            f"Empty, as when you click Materialize in the UI: up to {MATERIALIZE_MAX_FILES} files waiting "
+            "in the inbox now (matching the import's pattern, not held open by a writer), claimed as one batch"
+        ),
+    )
     base: str | None = Field(
         default=None, description="Proc sub folder in place of the project's own (core4's base)"
     )
@@ -89,6 +101,23 @@ def _report(context, batch_id: str, o: FileOutcome) -> None:
         )
     elif o.vanished:
         context.log.warning(f"{shown} vanished from batch {batch_id} before it was imported; nothing of it is kept")
+
+
+def _claim_waiting(context, folders: FolderResource, base: str | None, pattern: str | None) -> str | None:
+    """Claim the files waiting in proc now as one batch (a run started without a batch_id);
+    the run is tagged with it, so the sensor runs the batch again should this run fail."""
+    proc = folders.proc_folder(base)
+    # No wait for files to stay unchanged (an operator asked for it now); one still held open
+    # for writing is left alone all the same.
+    scan = scan_ready(proc, pattern, 0, limit=MATERIALIZE_MAX_FILES)
+    batches = claim_batches(proc, scan.ready, MATERIALIZE_MAX_FILES, 1)
+    if not batches:
+        context.log.info(f"nothing waiting in {printable_name(proc)}" + (f" matching {pattern}" if pattern else ""))
+        return None
+    batch = batches[0]
+    context.instance.add_run_tags(context.run.run_id, {BATCH_TAG: batch.batch_id})
+    context.log.info(f"claimed {len(batch.files)} waiting files as batch {batch.batch_id}")
+    return batch.batch_id
 
 
 def _caller_project(depth: int = 2) -> str:
@@ -156,6 +185,11 @@ def import_job(
         folders: FolderResource,
         mongo: MongoResource,
     ):
+        if config.batch_id is None:
+            config = config.model_copy(update={"batch_id": _claim_waiting(context, folders, config.base, pattern_text)})
+            if config.batch_id is None:
+                yield rejected_check_result(key, "(none)", [], rejected_files)
+                return
         if not is_batch_id(config.batch_id):
             raise dg.Failure(f"run config batch_id {config.batch_id!r} is not a batch id", allow_retries=False)
         folder = batch_path(folders.proc_folder(config.base), config.batch_id)

@@ -242,3 +242,28 @@ def test_the_scaffolds_record_model_switched_on_refuses_a_bad_row(tmp_path, monk
     (reason,) = [p for p in os.listdir(folders.error_folder()) if p.endswith(".reason.txt")]
     text = open(os.path.join(folders.error_folder(), reason)).read()
     assert "record 2 (line 3)" in text and "field celsius" in text and "less than or equal to 60" in text
+
+
+def test_materialize_without_a_batch_imports_what_waits_in_the_inbox(folders, mongo):
+    from core4_pipelines.jobs import BATCH_TAG
+
+    job = import_job("import_things", read=read_csv, collection="things", project="demo", pattern=r".*\.csv$")
+    resources = {"folders": folders, "mongo": mongo}
+    put(folders.proc_folder(), "a.csv", csv_rows(2))
+    put(folders.proc_folder(), "b.csv", csv_rows(3))
+    put(folders.proc_folder(), "notes.txt", "not this import's")
+    with dg.instance_for_test() as instance:
+        # What the UI's Materialize launches: the job with no run config at all.
+        result = job.execute_in_process(resources=resources, instance=instance)
+        assert result.success
+        (event,) = result.get_asset_materialization_events()
+        assert event.materialization.metadata["files_imported"].value == 2
+        batch = instance.get_run_by_id(result.run_id).tags[BATCH_TAG]  # the sensor's recovery knows it
+        assert event.materialization.metadata["batch"].value == batch
+        assert mongo.collection("things").count_documents({}) == 5
+        assert sorted(archived(folders)) == ["a.csv", "b.csv"]
+        assert sorted(os.listdir(folders.proc_folder())) == [".batch", "notes.txt"]
+        nothing = job.execute_in_process(resources=resources, instance=instance)
+        assert nothing.success and not nothing.get_asset_materialization_events()
+        (check,) = nothing.get_asset_check_evaluations()
+        assert check.passed and check.description == "no file to import"
