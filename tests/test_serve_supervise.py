@@ -72,10 +72,16 @@ def test_a_dagster_dev_exiting_0_on_its_own_is_still_a_failure():
 def test_an_interrupt_stops_the_process_group_and_returns_0():
     said: list[str] = []
     stand_in = subprocess.Popen(STAND_IN, start_new_session=True)
+    # Python's own Ctrl-C handler, also when this process inherited SIGINT ignored (a background
+    # job of a non-interactive shell does): the interrupt is what this test is about.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:
         assert Supervisor(stand_in, None, said.append, poll_every=0.1, grace=5).run() == 0
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+        if stand_in.poll() is None:
+            stand_in.kill()
     assert said == [] and stand_in.returncode == -signal.SIGTERM
