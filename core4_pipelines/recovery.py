@@ -45,14 +45,21 @@ def _process_start_time(pid: int) -> float | None:
     return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
-def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The pid of the process that started executing the run (None before it started)."""
+def run_start(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """(pid, time) of the process that started executing the run: its RUN_START event
+    (None before it started)."""
     records = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_START, limit=1).records
     for record in records:
         event = record.event_log_entry.dagster_event
         if event is not None and event.pid:
-            return event.pid
+            return event.pid, record.event_log_entry.timestamp
     return None
+
+
+def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The pid of the process that started executing the run (None before it started)."""
+    start = run_start(instance, run_id)
+    return start[0] if start else None
 
 
 def is_local_launcher(instance: dg.DagsterInstance) -> bool:
@@ -73,16 +80,19 @@ def worker_gone(
     if run.status not in UNFINISHED:
         return None
     now = time.time() if now is None else now
-    pid = worker_pid(instance, run.run_id)
-    created = record.create_timestamp.timestamp()
-    if pid is None:
+    start = run_start(instance, run.run_id)
+    if start is None:
         if now - record.update_timestamp.timestamp() < start_grace:
             return None
+        created = record.create_timestamp.timestamp()
         return f"its run worker never started (status {run.status.value} since {now - created:.0f}s)"
+    pid, reported = start
     started = _process_start_time(pid)
     if started is None:
         return f"its run worker (pid {pid}) is gone: killed, or the machine or stack restarted"
-    if started > created + 1:
+    # The worker process began before it reported RUN_START; a process with that pid begun
+    # later is another one. (Not the run's creation: a queued run's worker starts long after.)
+    if started > reported + 1:
         return f"its run worker (pid {pid}) is gone; that pid now belongs to a newer process"
     return None
 

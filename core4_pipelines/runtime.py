@@ -284,7 +284,7 @@ def set_sources(names: Iterable[str], current: str | None = None) -> None:
     """Record several sources at once (one tag update); the last becomes the current one."""
     context = current_context()
     known = _known_sources(context)
-    added = False
+    new: list[str] = []
     for name in names:
         base = os.path.basename(os.fspath(name))
         if not base:
@@ -292,8 +292,13 @@ def set_sources(names: Iterable[str], current: str | None = None) -> None:
         _current_source[context.run_id] = base
         if base not in known:
             known.append(base)
-            added = True
-            context.log.info(f"source: {name}")
+            new.append(os.fspath(name))
+    added = bool(new)
+    # One log line for all of them: an event per file is what a batch of small files cannot afford.
+    if len(new) == 1:
+        context.log.info(f"source: {new[0]}")
+    elif new:
+        context.log.info(f"sources ({len(new)}): " + ", ".join(new))
     if current is not None:
         _current_source[context.run_id] = os.path.basename(current)
     tags = {SOURCE_TAG: _current_source.get(context.run_id, "")}

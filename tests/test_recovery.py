@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import dagster as dg
 import pytest
@@ -54,6 +55,10 @@ def test_a_live_worker_is_left_alone_and_a_killed_one_is_failed(dagster_home):
         with dg.DagsterInstance.from_config(dagster_home) as instance:
             run = started_run(instance)
             assert worker_pid(instance, run.run_id) == worker.pid
+            # A run that waited in the queue for an hour before this worker took it is alive too.
+            record = instance.get_run_record_by_id(run.run_id)
+            queued = record._replace(create_timestamp=record.create_timestamp - timedelta(hours=1))
+            assert worker_gone(instance, queued) is None
             assert recover(dagster_home).stdout == ""
             assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
             worker.kill()

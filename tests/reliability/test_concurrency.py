@@ -42,7 +42,7 @@ def _evaluate_until_empty(folders, mongo, start, queue) -> None:
         return batches
 
     sensors.claim_batches = recording_claim  # in this forked process only
-    sensor = proc_folder_sensor(JOB, batch_size=100, min_age_seconds=0, max_batches_per_tick=10)
+    sensor = proc_folder_sensor(JOB, batch_size=100, min_age_seconds=0, max_batches_per_tick=10, max_batch_files=100)
     proc = folders.proc_folder()
     requested: list[str] = []
     start.wait(60)

@@ -101,7 +101,7 @@ def check_every_archived_file_complete(folders, mongo, originals: dict[str, str]
 def kill_as_archiving_starts(tmp_path, server, monkeypatch, rounds: int) -> None:
     """The server dies the moment the import starts archiving: the writes it acknowledged
     last (milliseconds ago) are exactly the ones an unjournaled server loses."""
-    real_move_archive = FolderResource.move_archive
+    real_move_archive = FolderResource.move_archive_many
     killed = []
 
     def kill_then_archive(self, *args, **kwargs):
@@ -110,7 +110,7 @@ def kill_as_archiving_starts(tmp_path, server, monkeypatch, rounds: int) -> None
             killed.append(True)
         return real_move_archive(self, *args, **kwargs)
 
-    monkeypatch.setattr(FolderResource, "move_archive", kill_then_archive)
+    monkeypatch.setattr(FolderResource, "move_archive_many", kill_then_archive)
     # Small inserts, as from small files: the server journals in the background within
     # milliseconds, so only the last insert or two before a kill are at risk.
     rows = 100

@@ -123,15 +123,15 @@ def test_a_file_deleted_from_its_batch_mid_run_does_not_fail_the_others(folders,
 def test_a_full_archive_disk_keeps_the_file_claimed_and_the_sensor_finishes_it(folders, mongo, monkeypatch):
     count("bad inputs tried")
     originals = {n: sha256_file(put(folders.proc_folder(), n, csv_rows(3, tag=n))) for n in ("x.csv", "y.csv")}
-    real = FolderResource.move_archive
+    real = FolderResource.move_archive_many
     full = {"y.csv"}
 
-    def archive_on_a_full_disk(self, source, *args, **kwargs):
-        if os.path.basename(source) in full:
-            raise OSError(errno.ENOSPC, "No space left on device", source)
-        return real(self, source, *args, **kwargs)
+    def archive_on_a_full_disk(self, sources, *args, **kwargs):
+        room = iter(real(self, [s for s in sources if os.path.basename(s) not in full], *args, **kwargs))
+        return [OSError(errno.ENOSPC, "No space left on device", s) if os.path.basename(s) in full else next(room)
+                for s in sources]
 
-    monkeypatch.setattr(FolderResource, "move_archive", archive_on_a_full_disk)
+    monkeypatch.setattr(FolderResource, "move_archive_many", archive_on_a_full_disk)
     sensor = proc_folder_sensor(JOB, min_age_seconds=0)
     with dg.instance_for_test() as instance:
         (request,) = tick(sensor, folders, mongo, instance).run_requests
