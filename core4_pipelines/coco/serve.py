@@ -158,15 +158,23 @@ def _fail_orphaned_runs(dagster_home: str, env: dict[str, str], say: Callable[[s
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, so it stops everything as Ctrl-C does."""
+    """SIGTERM raises KeyboardInterrupt, so it stops everything as Ctrl-C does.
+
+    Ctrl-C itself gets Python's handler even when this process inherited SIGINT ignored
+    (started in the background by a non-interactive shell): otherwise the processes started
+    here would inherit the ignore too, and dagster dev would not stop on Ctrl-C. A handler,
+    unlike an ignore, is reset to the default in each started program.
+    """
     def interrupt(*_) -> None:
         raise KeyboardInterrupt()
 
     previous = signal.signal(signal.SIGTERM, interrupt)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 class Supervisor:

@@ -72,9 +72,11 @@ def _records(live):
 
 
 def test_csv_files_dropped_into_a_yaml_only_projects_proc_are_imported_and_archived(stack):
-    # No Python of its own: only what coco init wrote (the package marker, the one-line definitions, a test).
+    # No Python of its own: only what coco init wrote (the package marker, the one-line definitions,
+    # the record model its YAML leaves switched off, a test).
     written = sorted(p.relative_to(stack.home / PROJECT).as_posix() for p in (stack.home / PROJECT).rglob("*.py"))
-    assert written == sorted([f"{PROJECT}/__init__.py", f"{PROJECT}/definitions.py", "tests/test_definitions.py"])
+    assert written == sorted([f"{PROJECT}/__init__.py", f"{PROJECT}/definitions.py", f"{PROJECT}/models.py",
+                              "tests/test_definitions.py"])
     name = f"cities-{uuid.uuid4().hex[:8]}.csv"
     drop_into_proc(stack.root / "proc" / PROJECT, name, CSV)
     client, records = _records(stack)
