@@ -27,12 +27,12 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from core4_pipelines.errors import RecordError
 from core4_pipelines.import_files import (
-    _PASSING_ERRNOS,
     FileOutcome,
     Reader,
     _records_with_ids,
     _remove_partial,
     finish_file,
+    not_archived,
 )
 from core4_pipelines.record_model import Converter
 from core4_pipelines.writers import file_state, open_for_writing
@@ -228,27 +228,4 @@ def finish_batch(outcomes: list[FileOutcome], folder: str, folders: FolderResour
         if isinstance(result, str):
             outcome.archive = result
         else:
-            _not_archived(outcome, result, folder, folders, base)
-
-
-def _not_archived(outcome: FileOutcome, exc: OSError, folder: str, folders: FolderResource, base) -> None:
-    if isinstance(exc, FileNotFoundError):
-        outcome.vanished = True
-        return
-    if exc.errno in _PASSING_ERRNOS or (exc.errno is None and _cause_errno(exc) in _PASSING_ERRNOS):
-        outcome.kept = f"{type(exc).__name__}: {exc}"
-        return
-    # A lasting reason (permissions, a name the archive cannot take): its records are in
-    # MongoDB, so the file must not look unimported: to error, saying both.
-    outcome.error = (
-        f"its {outcome.records} records were imported (_src {printable_name(outcome.name)!r}), "
-        f"but the file could not be archived: {type(exc).__name__}: {exc}"
-    )
-    try:
-        outcome.archive = folders.move_error(os.path.join(folder, outcome.name), outcome.error, base=base)
-    except OSError as again:
-        outcome.kept = f"{outcome.error}; moving it to the error folder failed too: {again}"
-
-
-def _cause_errno(exc: BaseException) -> int | None:
-    return getattr(exc.__cause__, "errno", None)
+            not_archived(outcome, result, folder, folders, base)

@@ -180,22 +180,30 @@ def finish_file(outcome: FileOutcome, folder: str, folders: FolderResource, base
             outcome.archive = _return_to_proc(path, outcome, folders, base)
         else:
             outcome.archive = folders.move_archive(path, base=base)
-    except FileNotFoundError:
-        outcome.vanished = True
     except OSError as exc:
-        if exc.errno in _PASSING_ERRNOS:
-            outcome.kept = f"{type(exc).__name__}: {exc}"
-            return
-        # A lasting reason (permissions, a name the archive cannot take): its records are in
-        # MongoDB, so the file must not look unimported: to error, saying both.
-        outcome.error = (
-            f"its {outcome.records} records were imported (_src {printable_name(outcome.name)!r}), "
-            f"but the file could not be archived: {type(exc).__name__}: {exc}"
-        )
-        try:
-            outcome.archive = folders.move_error(path, outcome.error, base=base)
-        except OSError as again:
-            outcome.kept = f"{outcome.error}; moving it to the error folder failed too: {again}"
+        not_archived(outcome, exc, folder, folders, base)
+
+
+def not_archived(outcome: FileOutcome, exc: OSError, folder: str, folders: FolderResource, base) -> None:
+    """What becomes of an imported file that could not be moved on: vanished, kept in the batch
+    for a passing reason (its next run finishes it), or to the error folder saying why."""
+    if isinstance(exc, FileNotFoundError):
+        outcome.vanished = True
+        return
+    cause = getattr(exc.__cause__, "errno", None)  # a move that wrapped the OSError it met
+    if exc.errno in _PASSING_ERRNOS or (exc.errno is None and cause in _PASSING_ERRNOS):
+        outcome.kept = f"{type(exc).__name__}: {exc}"
+        return
+    # A lasting reason (permissions, a name the archive cannot take): its records are in
+    # MongoDB, so the file must not look unimported: to error, saying both.
+    outcome.error = (
+        f"its {outcome.records} records were imported (_src {printable_name(outcome.name)!r}), "
+        f"but the file could not be archived: {type(exc).__name__}: {exc}"
+    )
+    try:
+        outcome.archive = folders.move_error(os.path.join(folder, outcome.name), outcome.error, base=base)
+    except OSError as again:
+        outcome.kept = f"{outcome.error}; moving it to the error folder failed too: {again}"
 
 
 def _return_to_proc(path: str, outcome: FileOutcome, folders: FolderResource, base: str | None) -> str:

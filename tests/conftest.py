@@ -85,3 +85,19 @@ def dagster_home(tmp_path) -> str:
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     return str(home)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project package on sys.path whose yaml a test writes: ``project(name, yaml_text)`` -> name."""
+    import textwrap
+
+    def make(name: str, yaml_text: str = "") -> str:
+        package = tmp_path / "pkgs" / name
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text('__project__ = "core4"\n')
+        (package / f"{name}.yaml").write_text(textwrap.dedent(yaml_text))
+        monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
+        return name
+
+    return make

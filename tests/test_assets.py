@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import textwrap
 from datetime import timedelta
 
 import dagster as dg
@@ -30,20 +29,6 @@ class Sale(BaseModel):
     amount: float = Field(ge=0)
     units: int
 
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A project package on sys.path whose yaml a test writes: project(name, yaml_text)."""
-
-    def make(name: str, yaml_text: str = "") -> str:
-        package = tmp_path / "pkgs" / name
-        package.mkdir(parents=True)
-        (package / "__init__.py").write_text('__project__ = "core4"\n')
-        (package / f"{name}.yaml").write_text(textwrap.dedent(yaml_text))
-        monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
-        return name
-
-    return make
 
 
 def fetch_two(context, folders: FolderResource) -> list[str]:

@@ -6,7 +6,6 @@ Dagster-level: real runs in a throwaway instance, the monitor sensor evaluated a
 from __future__ import annotations
 
 import logging
-import textwrap
 import time
 
 import dagster as dg
@@ -31,18 +30,6 @@ from core4_pipelines.runtime import (
 )
 from core4_pipelines.tags import JOB_TAG
 
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    def make(name: str, yaml_text: str = "") -> str:
-        package = tmp_path / "pkgs" / name
-        package.mkdir(parents=True)
-        (package / "__init__.py").write_text('__project__ = "core4"\n')
-        (package / f"{name}.yaml").write_text(textwrap.dedent(yaml_text))
-        monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
-        return name
-
-    return make
 
 
 calls: dict[str, int] = {}
