@@ -134,7 +134,7 @@ def write_batch_records(
 ) -> list[FileOutcome]:
     """Write every file's records as one stream of ``insert_many`` chunks; nothing moves yet.
 
-    Same outcomes as :func:`~core4_pipelines.import_files.write_file_records` per file.
+    Each file keeps its own fate: imported, content error, changed while read, or vanished.
     ``beat`` is called once per chunk, in this thread (the run's heartbeat: see monitor.py).
     """
     stream = _Stream(list(paths), read, batch_id, run_id, convert)

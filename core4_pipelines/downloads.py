@@ -15,7 +15,14 @@ from typing import Any, BinaryIO
 
 import dagster as dg
 
-from core4_pipelines.import_assets import ImportAssets, assets_of, delivered_materialization, register, resolve_asset_job
+from core4_pipelines.import_assets import (
+    ImportAssets,
+    assets_of,
+    delivered_materialization,
+    inbox_spec,
+    register,
+    resolve_asset_job,
+)
 from core4_pipelines.properties import with_declared
 from core4_pipelines.runtime import core4_compute
 from core4_resources.folders import FolderResource, safe_move
@@ -104,16 +111,10 @@ def download_job(
     op_name = f"{name}_fetch"
     download = dg.multi_asset(
         name=op_name,
-        specs=[dg.AssetSpec(
+        specs=[inbox_spec(
             key,
-            group_name=project,
-            kinds={"folder"},
-            description=(
-                f"Files waiting in <proc>/{project}/ for their import, delivered by {name}"
-                + (f": {description}" if description else "")
-                + ". The proc sensor observes the backlog: files, bytes, age of the oldest, claimed batches."
-            ),
-            metadata={"folder": f"<proc>/{project}/", "download": name},
+            waiting_for=f"for their import, delivered by {name}" + (f": {description}" if description else ""),
+            metadata={"download": name},
         )],
         retry_policy=retry_policy,
         description=description or fetch.__doc__ or f"Fetch files into <proc>/{project}/",

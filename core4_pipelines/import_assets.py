@@ -46,18 +46,18 @@ def inbox_key(project: str, collection: str) -> dg.AssetKey:
     return dg.AssetKey([project, f"{collection}{INBOX_SUFFIX}"])
 
 
-def inbox_spec(project: str, collection: str, job_name: str, pattern: str | None) -> dg.AssetSpec:
-    """The inbox as an external asset: what the import reads, when no download declares it."""
+def inbox_spec(key: dg.AssetKey, *, waiting_for: str, metadata: dict[str, Any]) -> dg.AssetSpec:
+    """The inbox of an import: external (the import's own) or materialized by a download."""
+    project = key.path[0]
     return dg.AssetSpec(
-        inbox_key(project, collection),
+        key,
         group_name=project,
         kinds={"folder"},
         description=(
-            f"Files waiting in <proc>/{project}/ for {job_name}"
-            + (f" (names matching {pattern})" if pattern else "")
-            + ". The proc sensor observes the backlog: files, bytes, age of the oldest, claimed batches."
+            f"Files waiting in <proc>/{project}/ {waiting_for}. The proc sensor observes the backlog: "
+            "files, bytes, age of the oldest, claimed batches."
         ),
-        metadata={"folder": f"<proc>/{project}/", "pattern": pattern or "any visible file", "import": job_name},
+        metadata={"folder": f"<proc>/{project}/", **metadata},
     )
 
 

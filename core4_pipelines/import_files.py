@@ -1,7 +1,7 @@
 """One file of a batch: its records written, then the file moved on.
 
-The import writes every file of a batch (:func:`write_file_records`), makes the batch's
-writes durable once, and only then moves each file on (:func:`finish_file`): to the
+The import writes every file of a batch (``batch_import.write_batch_records``), makes the
+batch's writes durable once, and only then moves each file on (:func:`finish_file`): to the
 archive, to the error folder with the reason, or back to proc when a writer was still
 at it. Records get deterministic ``_id``s, so a retry never duplicates a document.
 """
@@ -20,8 +20,6 @@ import dagster as dg
 from core4_pipelines.errors import RecordError
 from core4_pipelines.readers import check_field_names
 from core4_pipelines.record_model import Converter
-from core4_pipelines.writers import FileState, file_state, open_for_writing
-from core4_resources.errors import MongoError
 from core4_resources.folders import FolderResource, printable_name
 from core4_resources.mongo import MongoResource
 
@@ -108,64 +106,6 @@ def _remove_partial(mongo: MongoResource, collection: str, batch_id: str, shown:
 # Archiving failed for a reason that passes (a full or failing disk): the file stays in
 # its batch, whose next run imports it again (its records are there already: no duplicates).
 _PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EINTR})
-
-
-def write_file_records(
-    path: str,
-    *,
-    read: Reader,
-    collection: str,
-    mongo: MongoResource,
-    batch_id: str,
-    run_id: str,
-    convert: Converter | None = None,
-) -> FileOutcome:
-    """Write one file's records; nothing moves yet (see :func:`finish_file`).
-
-    A MongoDB failure is raised: the file stays claimed and is imported again.
-    A content failure, a file that vanished or one still being written is
-    recorded in the outcome, with whatever it had written removed again.
-    """
-    name = os.path.basename(path)
-    shown = printable_name(name)
-    try:
-        before = file_state(os.stat(path))
-    except FileNotFoundError:
-        return FileOutcome(name=name, bytes=0, vanished=True)
-    outcome = FileOutcome(name=name, bytes=before[0])
-    try:
-        result = mongo.insert_stamped(
-            collection,
-            _records_with_ids(read, path, batch_id, shown, convert),
-            source=shown,
-            job_id=run_id,
-            on_duplicate="ignore",
-        )
-    except MongoError:
-        raise
-    except Exception as exc:  # the reader failed on this file's content (or the file went away)
-        _remove_partial(mongo, collection, batch_id, shown, run_id)
-        if not os.path.lexists(path):
-            outcome.vanished = True
-        else:
-            outcome.error = str(exc) if isinstance(exc, RecordError) else f"{type(exc).__name__}: {exc}"
-        return outcome
-    try:
-        after: FileState | None = file_state(os.stat(path))
-    except FileNotFoundError:
-        after = None
-    if after != before or open_for_writing(path):
-        _remove_partial(mongo, collection, batch_id, shown, run_id)
-        if after is None:
-            outcome.vanished = True
-        elif after != before:
-            outcome.changed = f"it changed while it was read ({before[0]} -> {after[0]} bytes)"
-        else:
-            outcome.changed = "another process still holds it open for writing"
-        return outcome
-    outcome.records = result.inserted + result.duplicates
-    outcome.duplicates = result.duplicates
-    return outcome
 
 
 def finish_file(outcome: FileOutcome, folder: str, folders: FolderResource, base: str | None) -> None:

@@ -28,6 +28,7 @@ from core4_pipelines.import_assets import (
     batch_materialization,
     collection_key,
     collection_spec,
+    inbox_key,
     inbox_spec,
     reader_name,
     register,
@@ -37,13 +38,11 @@ from core4_pipelines.import_assets import (
 )
 from core4_pipelines.properties import job_properties, with_declared  # noqa: F401 - job_properties is public here
 from core4_pipelines.batch_import import finish_batch, write_batch_records
-from core4_pipelines.import_files import (  # noqa: F401 - _records_with_ids, write/finish_file for tests
+from core4_pipelines.import_files import (  # noqa: F401 - _records_with_ids for tests
     FileOutcome,
     Reader,
     _batch_lock,
     _records_with_ids,
-    finish_file,
-    write_file_records,
 )
 from core4_pipelines.record_model import model_converter
 from core4_pipelines.runtime import core4_compute, heartbeat, set_sources
@@ -253,7 +252,11 @@ def import_job(
         retry_policy=retry_policy,
         description=f"Import a claimed batch into {collection}",
     )(core4_compute(import_batch))
-    inbox = inbox_spec(project, collection, name, pattern_text)
+    inbox = inbox_spec(
+        inbox_key(project, collection),
+        waiting_for=f"for {name}" + (f" (names matching {pattern_text})" if pattern_text else ""),
+        metadata={"pattern": pattern_text or "any visible file", "import": name},
+    )
     job = resolve_asset_job(
         name,
         [inbox, import_assets],
