@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-stress bench bench-smoke lint clean
+.PHONY: run run-smoke test test-stress bench bench-smoke lint clean
 
 # Reinstall when pyproject.toml changes (the stamp is older than it).
 $(STAMP): pyproject.toml
@@ -13,8 +13,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# make run PORT=3001 HOST=0.0.0.0: the UI's port and bind address (default dagster.port, dagster.host).
 run: $(STAMP)
-	$(BIN)/coco serve --home projects
+	$(BIN)/coco serve --home projects $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST))
+
+# make run on this checkout, checked: the UI up with every example project, the demo downloaded
+# and imported, Ctrl-C, nothing left running (scripts/run_smoke.py; .ci/run runs it after make test).
+run-smoke: $(STAMP)
+	$(BIN)/python scripts/run_smoke.py
 
 # scripts/test-services.sh installs Chromium for the browser test when missing and exports where it
 # is (CORE4_TEST_*); it starts nothing and never fails, the test skips with its reason. What the tests

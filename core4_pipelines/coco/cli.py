@@ -121,10 +121,8 @@ def cmd_init(args) -> int:
     from core4_pipelines.coco.scaffold import check_project_name, configured_home, init_project, make_home
 
     check_project_name(args.name)  # before the configuration: a bad name is the first thing to say
-    home = args.home_dir
-    if not home:
-        make_home(configured_home())  # created first: the configuration accepts only an existing folder.home
-        home = _home(_settings())
+    make_home(configured_home())  # created first: the configuration accepts only an existing folder.home
+    home = _home(_settings())
     init_project(args.name, home, venv=args.venv)  # says what it created, and what git did
     return 0
 
@@ -162,10 +160,15 @@ def cmd_demo(args) -> int:
         return _print_drain(settings, "demo", args.timeout) if success else 1
 
 
+def _add_folder_options(parser: argparse.ArgumentParser, default=None) -> None:
+    parser.add_argument("--home", default=default,
+                        help="folder.home: the projects' folder (sets CORE4_OPTION_folder__home)")
+    parser.add_argument("--root", default=default, help="folder.root (sets CORE4_OPTION_folder__root)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coco", description="core4 pipelines on Dagster")
-    parser.add_argument("--home", help="folder.home: the projects' folder (sets CORE4_OPTION_folder__home)")
-    parser.add_argument("--root", help="folder.root (sets CORE4_OPTION_folder__root)")
+    _add_folder_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("config", help="print the effective settings and where each came from")
@@ -186,7 +189,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="create a new project (and folder.home when missing); a git "
                                      "repository with a first commit when git is there")
     p.add_argument("name")
-    p.add_argument("--home", dest="home_dir", help="where to create it (default: folder.home)")
     p.add_argument("--venv", action="store_true", help="also create .venv with the framework and the project")
     p.set_defaults(run=cmd_init)
     p = sub.add_parser("serve", help="the Dagster UI and daemon over all projects (embedded MongoDB if no mongo_url)")
@@ -209,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_commands(sub)
     info.add_commands(sub)
     clean.add_commands(sub)
+    # --home and --root work before the verb and after it (`coco serve --home projects`): a
+    # user told to pass them should not have to know where argparse wants them. SUPPRESS keeps a
+    # verb's unset option from overwriting the value given before the verb.
+    for verb in sub.choices.values():
+        _add_folder_options(verb, default=argparse.SUPPRESS)
     return parser
 
 
