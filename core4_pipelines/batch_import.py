@@ -44,8 +44,13 @@ _READ_AHEAD = 2
 _DONE = None
 
 
-def _content_error(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, RecordError) else f"{type(exc).__name__}: {exc}"
+def _content_error(exc: Exception, path: str, shown: str) -> str:
+    """The reason a file's content was refused, naming the file by its name: the path it was
+    read from is the hidden batch folder, gone by the time anyone reads the reason."""
+    text = str(exc) if isinstance(exc, RecordError) else f"{type(exc).__name__}: {exc}"
+    for hidden in (path, printable_name(path)):
+        text = text.replace(hidden, shown)
+    return text if text.startswith(shown) else f"{shown}: {text}"
 
 
 class _Stream:
@@ -103,7 +108,7 @@ class _Stream:
                 if not os.path.lexists(path):
                     outcome.vanished = True
                 else:
-                    outcome.error = _content_error(exc)
+                    outcome.error = _content_error(exc, path, shown)
                 continue
             try:
                 after = file_state(os.stat(path))

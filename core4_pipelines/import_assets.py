@@ -10,6 +10,7 @@ error folder. ``project_definitions`` adds these definitions to the project.
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,8 +113,9 @@ def rejected_check_spec(key: dg.AssetKey, action: str) -> dg.AssetCheckSpec:
         asset=key,
         blocking=action == "fail",
         description=(
-            "Fails when a batch moved files to the error folder (each file and its reason in the "
-            "metadata); " + ("the run fails with it." if action == "fail" else "a warning: the run succeeds.")
+            "Fails while files of this import wait in the error folder (each file and its reason in the "
+            "metadata), until they are put back into proc (`coco retry`) or removed; "
+            + ("a batch that rejected files fails its run too." if action == "fail" else "a warning: the run succeeds.")
         ),
     )
 
@@ -174,25 +176,64 @@ def batch_materialization(
     return dg.MaterializeResult(asset_key=key, metadata=metadata, tags={"core4/batch": batch_id})
 
 
-def rejected_check_result(key: dg.AssetKey, batch_id: str, rows: Sequence[FileRow], action: str) -> dg.AssetCheckResult:
+@dataclass
+class InError:
+    """The files of an import waiting in the error folder: what ``no_rejected_files`` reflects."""
+
+    total: int = 0
+    files: list[tuple[str, str]] = field(default_factory=list)  # (name, reason), the first few
+    folder: str = ""
+    retry: str = ""  # the command that puts fixed files back, e.g. "coco retry demo"
+
+
+# Reasons read for the check's listing; the rest of a large error folder is counted only.
+MAX_LISTED_IN_ERROR = 50
+
+
+def rejected_check_result(
+    key: dg.AssetKey, batch_id: str, rows: Sequence[FileRow], action: str, in_error: InError | None = None
+) -> dg.AssetCheckResult:
+    """``no_rejected_files`` after a batch: failed while files of this import wait in the error
+    folder -- this batch's, or earlier ones' not yet put back -- each named with its reason.
+    ERROR (with ``action="fail"``) when this batch rejected files, else a warning: a good batch
+    is not failed for an old file, and the check still does not turn green while one waits."""
+    in_error = in_error or InError()
     rejected = [r for r in rows if r.outcome == "rejected"]
-    metadata: dict[str, Any] = {"batch": batch_id, "rejected": len(rejected), "files": len(rows)}
+    moved = {os.path.basename(r.moved_to) for r in rejected}
+    earlier = [(name, reason) for name, reason in in_error.files if name not in moved]
+    earlier_total = max(in_error.total - len(rejected), len(earlier))
+    waiting = len(rejected) + earlier_total
+    metadata: dict[str, Any] = {"batch": batch_id, "rejected": len(rejected), "files": len(rows),
+                                "waiting_in_error": waiting}
     if rejected:
         metadata["rejected_files"] = _table(rejected)
+    if waiting:
+        listed = [(printable_name(os.path.basename(r.moved_to) or r.name), r.reason) for r in rejected] + [
+            (printable_name(name), reason) for name, reason in earlier]
+        lines = [f"- `{name}`: {reason.removeprefix(name + ': ')}" for name, reason in listed[:MAX_LISTED_IN_ERROR]]
+        if waiting > len(lines):
+            lines.append(f"- ... and {waiting - len(lines)} more")
+        if in_error.retry:
+            lines.append(f"\nFixed? Put them back into proc: `{in_error.retry} NAME...` (or `--all`)")
         # Also as plain text: the check's list view shows text, the detail view the table.
-        metadata["reasons"] = dg.MetadataValue.md(
-            "\n".join(f"- `{printable_name(r.name)}`: {r.reason}" for r in rejected[:50])
-        )
+        metadata["reasons"] = dg.MetadataValue.md("\n".join(lines))
+    if rejected:
+        description = f"{len(rejected)} of {len(rows)} files of batch {batch_id} were moved to the error folder"
+        if earlier_total:
+            description += f"; {earlier_total} more from earlier batches wait there"
+    elif earlier_total:
+        description = (f"{earlier_total} files of this import wait in the error folder {in_error.folder}: "
+                       f"{', '.join(printable_name(name) for name, _ in earlier[:5])}"
+                       + (", ..." if earlier_total > 5 else ""))
+    else:
+        description = f"no file of batch {batch_id} was rejected" if rows else "no file to import"
+        description += "; none waits in the error folder"
     return dg.AssetCheckResult(
         check_name=REJECTED_CHECK,
         asset_key=key,
-        passed=not rejected,
-        severity=dg.AssetCheckSeverity.ERROR if action == "fail" else dg.AssetCheckSeverity.WARN,
-        description=(
-            f"{len(rejected)} of {len(rows)} files of batch {batch_id} were moved to the error folder"
-            if rejected
-            else f"no file of batch {batch_id} was rejected" if rows else "no file to import"
-        ),
+        passed=not waiting,
+        severity=dg.AssetCheckSeverity.ERROR if rejected and action == "fail" else dg.AssetCheckSeverity.WARN,
+        description=description,
         metadata=metadata,
     )
 

@@ -21,9 +21,12 @@ from pydantic import Field
 from core4_pipelines.claims import batch_files, batch_path, claim_batches, is_batch_id, scan_ready
 from core4_pipelines.downloads import download_job, download_to_proc  # noqa: F401 - public here too
 from core4_pipelines.errors import ImportBatchError
+from core4_pipelines._dagster import failure_without_stack
 from core4_pipelines.import_assets import (
+    MAX_LISTED_IN_ERROR,
     REJECTED_FILES_ACTIONS,
     FileRow,
+    InError,
     ImportAssets,
     batch_materialization,
     collection_key,
@@ -45,7 +48,7 @@ from core4_pipelines.import_files import (  # noqa: F401 - _records_with_ids for
     _records_with_ids,
 )
 from core4_pipelines.record_model import model_converter
-from core4_pipelines.runtime import core4_compute, heartbeat, set_sources
+from core4_pipelines.runtime import MESSAGE_TAG, STATE_TAG, core4_compute, heartbeat, set_sources
 from core4_resources.folders import FolderResource, printable_name
 from core4_resources.mongo import MongoResource
 
@@ -54,6 +57,8 @@ COLLECTION_METADATA = "core4/collection"
 PATTERN_METADATA = "core4/pattern"
 INBOX_METADATA = "core4/inbox"
 BATCH_TAG = "core4/batch"
+REJECTED_STATE = "rejected"  # core4/state of a run that moved files to the error folder
+RETRY_TAG = "core4/retry"  # on such a run: the command that puts its fixed files back
 
 
 # What "Materialize" in the UI imports (a run without a batch_id): the files waiting now, up
@@ -89,14 +94,24 @@ def _row(o: FileOutcome) -> FileRow:
     return FileRow(o.name, "vanished", 0, 0, "", "removed from the batch before it was imported")
 
 
-def _report(context, batch_id: str, o: FileOutcome) -> None:
-    shown = printable_name(o.name)
+def where_now(folders: FolderResource, path: str | None) -> str:
+    """``path`` as an operator finds it: relative to folder.root (``error/demo/x.csv``) when under it."""
+    if not path:
+        return ""
+    root = os.path.normpath(folders.root) if folders.root else ""
+    inside = root and os.path.normpath(path).startswith(root + os.sep)
+    return printable_name(os.path.relpath(path, root) if inside else path)
+
+
+def _report(context, folders: FolderResource, batch_id: str, o: FileOutcome) -> None:
     if o.error:
-        context.log.error(f"{shown} moved to {printable_name(o.archive or '')}: {o.error}")
-    elif o.changed:
+        context.log.error(f"{o.error} (moved to {where_now(folders, o.archive)})")
+        return
+    shown = printable_name(o.name)
+    if o.changed:
         context.log.warning(
             f"{shown} was still being written ({o.changed}): its records were removed and the "
-            f"file returned to {printable_name(o.archive or '')}, to be imported once it stays unchanged"
+            f"file returned to {where_now(folders, o.archive)}, to be imported once it stays unchanged"
         )
     elif o.vanished:
         context.log.warning(f"{shown} vanished from batch {batch_id} before it was imported; nothing of it is kept")
@@ -117,6 +132,40 @@ def _claim_waiting(context, folders: FolderResource, base: str | None, pattern: 
     context.instance.add_run_tags(context.run.run_id, {BATCH_TAG: batch.batch_id})
     context.log.info(f"claimed {len(batch.files)} waiting files as batch {batch.batch_id}")
     return batch.batch_id
+
+
+def retry_command(project: str, base: str | None = None) -> str:
+    return f"coco retry {project}" + (f" --base {base}" if base else "")
+
+
+def _in_error(folders: FolderResource, pattern: str | None, base: str | None) -> InError:
+    """What of this import waits in the error folder (one scan; reasons of the first few only)."""
+    paths = folders.list_error(pattern, base)
+    return InError(
+        total=len(paths),
+        files=[(os.path.basename(p), folders.error_reason(p) or "") for p in paths[:MAX_LISTED_IN_ERROR]],
+        folder=where_now(folders, folders.error_folder(base)),
+        retry=retry_command(folders.project, base),
+    )
+
+
+def _rejected(context, folders: FolderResource, batch_id: str, outcomes, failed, base: str | None) -> Exception:
+    """The run's failure for files whose content was refused: what, where they are now and what to
+    do, as lines without a stack trace (the stack of a data error helps nobody); the run is tagged
+    so that `coco runs` and `coco restart` can tell it from a failure of code or infrastructure."""
+    names = [printable_name(os.path.basename(o.archive or o.name)) for o in failed]
+    retry = retry_command(folders.project, base)
+    listing = "\n".join(f"- {o.error} (now {where_now(folders, o.archive)})" for o in failed)
+    message = (
+        f"{len(failed)} of {len(outcomes)} files of batch {batch_id} could not be imported and were moved to "
+        f"the error folder:\n{listing}\nFix them, then put them back into proc: {retry} {' '.join(names[:10])}"
+        + (" ..." if len(names) > 10 else "")
+    )
+    summary = f"{len(failed)} files moved to {where_now(folders, folders.error_folder(base))}: {', '.join(names[:5])}"
+    context.instance.add_run_tags(context.run.run_id, {
+        STATE_TAG: REJECTED_STATE, MESSAGE_TAG: (summary + (", ..." if len(names) > 5 else ""))[:500],
+        RETRY_TAG: retry})
+    return failure_without_stack(message)
 
 
 def _caller_project(depth: int = 2) -> str:
@@ -187,7 +236,8 @@ def import_job(
         if config.batch_id is None:
             config = config.model_copy(update={"batch_id": _claim_waiting(context, folders, config.base, pattern_text)})
             if config.batch_id is None:
-                yield rejected_check_result(key, "(none)", [], rejected_files)
+                yield rejected_check_result(key, "(none)", [], rejected_files,
+                                            _in_error(folders, pattern_text, config.base))
                 return
         if not is_batch_id(config.batch_id):
             raise dg.Failure(f"run config batch_id {config.batch_id!r} is not a batch id", allow_retries=False)
@@ -215,16 +265,19 @@ def import_job(
                 mongo.make_durable()
             finish_batch(outcomes, folder, folders, config.base)  # the archive: one fsync point too
             for outcome in outcomes:
-                _report(context, config.batch_id, outcome)
+                _report(context, folders, config.batch_id, outcome)
             try:
                 os.rmdir(folder)
             except OSError:  # already gone, or files kept for the next run: keep it visible
                 pass
         rows = [_row(o) for o in outcomes]
-        if outcomes:  # a batch imported before has nothing new to show: no materialization
+        # Only a batch that imported something materializes the collection: one that imported
+        # nothing (every file rejected, or imported before) is no success of the collection.
+        if any(o.is_imported for o in outcomes):
             # One event per batch: the file table is the per-file lineage (with _src/_job_id).
             yield batch_materialization(key, config.batch_id, rows, duplicates=sum(o.duplicates for o in outcomes))
-        yield rejected_check_result(key, config.batch_id, rows, rejected_files)
+        yield rejected_check_result(key, config.batch_id, rows, rejected_files,
+                                    _in_error(folders, pattern_text, config.base))
         kept = [o for o in outcomes if o.kept]
         if kept:
             listing = "\n".join(f"- {printable_name(o.name)}: {o.kept}" for o in kept)
@@ -235,15 +288,7 @@ def import_job(
             )
         failed = [o for o in outcomes if o.error]
         if failed and rejected_files == "fail":
-            listing = "\n".join(
-                f"- {printable_name(o.name)} -> {printable_name(o.archive or '')}: {o.error}" for o in failed
-            )
-            raise dg.Failure(
-                description=f"{len(failed)} of {len(outcomes)} files could not be imported and "
-                f"were moved to the error folder:\n{listing}",
-                metadata={"batch": config.batch_id, "failed_files": [printable_name(o.name) for o in failed]},
-                allow_retries=False,
-            )
+            raise _rejected(context, folders, config.batch_id, outcomes, failed, config.base)
 
     import_assets = dg.multi_asset(
         name=op_name,

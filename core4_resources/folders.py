@@ -16,6 +16,7 @@ A name derived from it that would be too long (``<name>.gz``,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -341,8 +342,35 @@ class FolderResource(ArchiveMoves, dg.ConfigurableResource):
         final = self._move(source, self.error_folder(base), on_conflict)
         error_name = os.path.basename(final)
         reason_name = derived_name(error_name, REASON_SUFFIX)
-        text = printable_name(str(reason))
+        text = printable_name(str(reason)).rstrip("\n") + "\n"  # a text file: ends with a newline
         if reason_name != error_name + REASON_SUFFIX or printable_name(original) != original:
-            text += f"\noriginal name: {printable_name(original)}\n"
+            text += f"original name: {printable_name(original)}\n"
         write_file_atomic(os.path.join(os.path.dirname(final), reason_name), text.encode("utf-8"))
         return final
+
+    # -- files in error --------------------------------------------------------
+
+    def list_error(self, pattern: PatternLike = None, base: str | None = None) -> list[str]:
+        """Sorted full paths of the files waiting in the error folder whose names ``pattern.match``
+        (their ``.reason.txt`` files and hidden names not listed)."""
+        return [path for path in self._list("error", pattern, base) if not path.endswith(REASON_SUFFIX)]
+
+    def error_reason(self, path: str) -> str | None:
+        """The reason written beside a file in the error folder by :meth:`move_error` (None: none)."""
+        reason_path = os.path.join(os.path.dirname(path), derived_name(os.path.basename(path), REASON_SUFFIX))
+        try:
+            with open(reason_path, encoding="utf-8", errors="replace") as handle:
+                return handle.read().strip() or None
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def move_back_from_error(self, name: str, base: str | None = None) -> str:
+        """Move the file ``name`` of the error folder back into proc (to be imported again) and
+        remove its reason file; return its path in proc. A file of that name already waiting
+        in proc is never replaced: FolderError, and nothing moves."""
+        error_folder = self.error_folder(base)
+        source = _checked_inside("name", name, error_folder)
+        target = self._move(source, self.proc_folder(base), "fail")  # FolderError naming both when taken
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(os.path.dirname(source), derived_name(os.path.basename(source), REASON_SUFFIX)))
+        return target

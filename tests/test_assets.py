@@ -251,4 +251,4 @@ def test_materialize_without_a_batch_imports_what_waits_in_the_inbox(folders, mo
         nothing = job.execute_in_process(resources=resources, instance=instance)
         assert nothing.success and not nothing.get_asset_materialization_events()
         (check,) = nothing.get_asset_check_evaluations()
-        assert check.passed and check.description == "no file to import"
+        assert check.passed and check.description.startswith("no file to import")

@@ -34,7 +34,7 @@ def test_files_spanning_chunks_are_written_once_each_a_bad_one_removed_entirely(
 
     outcomes = write(paths, mongo, read=read_failing_late)
     by_name = {o.name: o for o in outcomes}
-    assert by_name["f2.csv"].error == "ValueError: bad row 650"
+    assert by_name["f2.csv"].error == "f2.csv: ValueError: bad row 650"
     things = mongo.collection("things")
     assert things.count_documents({"_src": "f2.csv"}) == 0  # its inserted part removed again
     for name in ("f0.csv", "f1.csv", "f3.csv", "f4.csv"):

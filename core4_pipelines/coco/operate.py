@@ -343,9 +343,26 @@ def last_failed_run(api: DagsterAPI, qualified: str) -> str:
     raise OperateError(f"{qualified}: no failed run to restart among its last 50 failed runs")
 
 
+def rejected_files_advice(run: Mapping) -> str | None:
+    """For a run that failed because files went to the error folder: that, and how to put them
+    back (re-executing it imports nothing: its batch is gone). None for any other run."""
+    tags = {t["key"]: t["value"] for t in run.get("tags", [])}
+    if tags.get("core4/state") != "rejected":
+        return None
+    retry = tags.get("core4/retry") or f"coco retry {(tags.get(JOB_TAG) or 'PROJECT').split('.')[0]}"
+    return (f"run {run['runId'][:8]} failed on content: {tags.get('core4/message', 'files moved to the error folder')}.\n"
+            f"Re-executing it would import nothing (those files are in the error folder, not in its batch).\n"
+            f"Fix them, then: {retry} NAME ...   ({retry} lists them with their reasons;"
+            f" the proc sensor imports what is put back). --force re-executes the run all the same.")
+
+
 def cmd_restart(args) -> int:
     api = _api(args)
     run_id = last_failed_run(api, args.run_id) if _is_job(args.run_id) else api.resolve_run_id(args.run_id)
+    advice = rejected_files_advice(api.run(run_id))
+    if advice and not args.force:
+        print(advice)
+        return 1
     new_id = api.reexecute(run_id, "FROM_FAILURE" if args.from_failure else "ALL_STEPS")
     print(f"run {run_id} re-executed as run {new_id}  ({api.url}/runs/{new_id})")
     return 0
@@ -381,5 +398,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                        "(all steps, or --from-failure)")
     p.add_argument("run_id", metavar="RUN_ID|PROJECT.JOB", help="a run id or a unique prefix of one, or a job")
     p.add_argument("--from-failure", action="store_true", help="only the failed steps and what follows them")
+    p.add_argument("--force", action="store_true", help="re-execute a run that failed on content too "
+                                                        "(its files are in the error folder: see coco retry)")
     p.add_argument("--url", help=url_help)
     p.set_defaults(run=cmd_restart)
