@@ -456,12 +456,12 @@ def test_move_archive_inside_a_dagster_run(folders, folders_with, tmp_path):
 def test_move_error_writes_reason_beside_the_file(folders, tmp_path):
     final = folders.move_error(write(tmp_path / "a.csv", b"bad"), "line 3: not a number")
     assert final == os.path.join(folders.error_folder(), "a.csv") and read(final) == b"bad"
-    assert read(final + ".reason.txt") == b"line 3: not a number"
+    assert read(final + ".reason.txt") == b"line 3: not a number\n"
     second = folders.move_error(write(tmp_path / "a.csv", b"worse"), "empty", base="other")
     assert second == os.path.join(folders.error, "other", "a.csv")
     third = folders.move_error(write(tmp_path / "a.csv", b"again"), "twice")
-    assert os.path.basename(third) == "a.1.csv" and read(third + ".reason.txt") == b"twice"
-    assert read(final + ".reason.txt") == b"line 3: not a number"
+    assert os.path.basename(third) == "a.1.csv" and read(third + ".reason.txt") == b"twice\n"
+    assert read(final + ".reason.txt") == b"line 3: not a number\n"
     assert all_names(folders.error_folder()) == ["a.1.csv", "a.1.csv.reason.txt", "a.csv", "a.csv.reason.txt"]
 
 

@@ -191,7 +191,7 @@ def test_error_with_reason_records_the_original_name(folders, name):
 
 def test_a_short_utf8_name_keeps_its_plain_reason(folders):
     final = folders.move_error(put(folders.proc_folder(), "a.csv", CONTENT), "line 3: not a number")
-    assert read(final + ".reason.txt") == b"line 3: not a number"
+    assert read(final + ".reason.txt") == b"line 3: not a number\n"
 
 
 def test_every_move_across_filesystems(folders, name, elsewhere):
