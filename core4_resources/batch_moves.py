@@ -12,7 +12,7 @@ file is never archived twice.
 
 The batch marker is the per-file marker of one of its sources (the *anchor*,
 removed last) with every file's record added: so the next batch move from the
-folder, a move of the anchor (``moves.finish_interrupted_move``) and the sweep
+folder, a move of the anchor (``finish_interrupted_move``) and the sweep
 of stale leftovers all find it and finish the whole batch; once the anchor is
 gone every other source is gone too, and the marker is a plain stale one.
 """
@@ -27,8 +27,9 @@ from typing import BinaryIO
 
 from core4_resources import moves
 from core4_resources.errors import FolderError, SourceMissingError
+from core4_resources.markers import file_identity, finish_batch_marker, finish_interrupted_move, read_move_marker, still_there
 from core4_resources.fileops import fsync_files, open_new_file, remove_quietly
-from core4_resources.names import hidden_temp_name, is_hidden, is_move_marker, move_marker_path, printable_name
+from core4_resources.names import hidden_temp_name, is_move_marker, move_marker_path, printable_name
 
 Fill = Callable[[BinaryIO, BinaryIO], None]
 
@@ -57,7 +58,7 @@ def copy_move_many(
     pending file's error. ``fill(src, dst)`` writes a copy (default: byte for byte,
     keeping the source's mtime).
     """
-    moves._check_policy(on_conflict)
+    moves.check_policy(on_conflict)
     finished: dict[str, str] = {}
     for folder in {os.path.dirname(item.source) for item in items}:
         finished.update(finish_interrupted_batches(folder))
@@ -65,7 +66,7 @@ def copy_move_many(
     writable: dict[str, bool] = {}
     for item in items:
         try:
-            item.final = finished.get(item.source) or moves.finish_interrupted_move(item.source)
+            item.final = finished.get(item.source) or finish_interrupted_move(item.source)
             if item.final is None:
                 _write_copy(item, target_dir, writable)
                 pending.append(item)
@@ -81,7 +82,7 @@ def copy_move_many(
             item.error = exc
         return items
     for item in pending:
-        if not moves._still_there(item.source, item._copied):
+        if not still_there(item.source, item._copied):
             remove_quietly(item._temp)
             item.error = SourceMissingError(
                 f"source {printable_name(item.source)} was moved or removed by someone else while it "
@@ -129,7 +130,7 @@ def _write_copy(item: Moved, target_dir: str, writable: dict[str, bool]) -> None
     try:
         with open(item.source, "rb") as src, open_new_file(temp) as dst:
             item._copied = os.fstat(src.fileno())
-            (item.fill or moves._plain_copy)(src, dst)
+            (item.fill or moves.plain_copy)(src, dst)
         if item.fill is None:
             os.utime(temp, ns=(item._copied.st_atime_ns, item._copied.st_mtime_ns))
     except BaseException:
@@ -151,9 +152,9 @@ def _write_markers(items: list[Moved], target_dir: str) -> list[tuple[str, str]]
         files = [
             {
                 "source": os.path.basename(item.source),
-                "identity": moves._identity(item._copied),
+                "identity": file_identity(item._copied),
                 "temp": os.path.basename(item._temp),
-                "copy": moves._identity(os.stat(item._temp))[:3],
+                "copy": file_identity(os.stat(item._temp))[:3],
             }
             for item in group
         ]
@@ -177,60 +178,9 @@ def finish_interrupted_batches(folder: str) -> dict[str, str]:
         return {}
     finished: dict[str, str] = {}
     for marker in markers:
-        record = moves.read_move_marker(marker)
+        record = read_move_marker(marker)
         if record is not None and "files" in record:
             finished.update(finish_batch_marker(marker, record))
     return finished
 
 
-def finish_batch_marker(marker: str, record: dict) -> dict[str, str]:
-    """Finish what one batch marker records; {source: final path} of the sources it finished.
-
-    A source whose copy was installed is removed (its copy is the move); a copy never
-    installed is removed (its source moves again); then the marker goes.
-    """
-    folder = os.path.dirname(marker)
-    target_dir = record["target_dir"]
-    installed = _visible_inodes(target_dir)
-    done = []
-    for entry in record["files"]:
-        source = os.path.join(folder, entry["source"])
-        temp = os.path.join(target_dir, entry["temp"])
-        if os.path.lexists(temp):
-            remove_quietly(temp)  # never installed: the source moves again
-            continue
-        try:
-            current = moves._identity(os.stat(source))
-        except FileNotFoundError:
-            continue  # finished before the crash
-        if current != entry["identity"]:
-            continue  # another file of that name now
-        final = installed.get(tuple(entry["copy"]))
-        if final is None:
-            raise FolderError(
-                f"an earlier move of {printable_name(source)} into {printable_name(target_dir)} was "
-                "interrupted after its complete copy was installed, and that copy is no longer there "
-                f"(it was moved on or removed). If it was processed, remove {printable_name(source)} "
-                f"and the marker {printable_name(marker)}; to move it again, remove only the marker"
-            )
-        done.append((source, final))
-    if done:
-        moves.fsync_dir(target_dir)
-    anchor = os.path.join(folder, record["files"][0]["source"])
-    for source, _final in sorted(done, key=lambda pair: pair[0] == anchor):  # the anchor last
-        remove_quietly(source)
-    remove_quietly(marker)
-    return dict(done)
-
-
-def _visible_inodes(folder: str) -> dict[tuple[int, int, int], str]:
-    found = {}
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if not is_hidden(entry.name):
-                    stat = entry.stat(follow_symlinks=False)
-                    found[(stat.st_dev, stat.st_ino, stat.st_size)] = entry.path
-    except FileNotFoundError:
-        pass
-    return found

@@ -13,7 +13,6 @@ file primitives (exact modes, no-replace rename, fsyncs) are in ``fileops.py``.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 from typing import BinaryIO, Callable
@@ -29,6 +28,13 @@ from core4_resources.fileops import (
     remove_quietly,
     rename_noreplace,
     write_file_atomic,
+)
+from core4_resources.markers import (
+    finish_interrupted_move,
+    marker_source,
+    read_move_marker,
+    still_there,
+    write_move_marker,
 )
 from core4_resources.names import (
     MOVE_MARKER_SUFFIX,
@@ -67,7 +73,7 @@ def _numbered_names(name: str):
         yield derived_name(f"{stem}.{number}{ext}")
 
 
-def _check_policy(on_conflict: str) -> None:
+def check_policy(on_conflict: str) -> None:
     if on_conflict not in CONFLICT_POLICIES:
         raise FolderError(
             f"on_conflict={on_conflict!r} is not one of {', '.join(map(repr, CONFLICT_POLICIES))}"
@@ -79,7 +85,7 @@ def install_file(src: str, target_dir: str, name: str, on_conflict: str = "renam
 
     OSError(EXDEV) is passed on unchanged so the caller can copy instead.
     """
-    _check_policy(on_conflict)
+    check_policy(on_conflict)
     if on_conflict == "replace":
         final = os.path.join(target_dir, name)
         os.replace(src, final)
@@ -126,7 +132,7 @@ def safe_move(
     -- a crash leaves the data at the source or complete at the target, and the
     next move of the same source finishes an interrupted one instead of copying twice.
     """
-    _check_policy(on_conflict)
+    check_policy(on_conflict)
     source = os.path.abspath(source)
     if name is None:
         name = os.path.basename(source)
@@ -164,7 +170,7 @@ def safe_move(
 # -- copy-moves: across filesystems, or when the bytes change on the way (gzip) ------------
 
 
-def _plain_copy(src: BinaryIO, dst: BinaryIO) -> None:
+def plain_copy(src: BinaryIO, dst: BinaryIO) -> None:
     shutil.copyfileobj(src, dst, COPY_CHUNK)
 
 
@@ -190,7 +196,7 @@ def copy_move(
     between installing and removing the source is finished by the next move of the
     same source (:func:`finish_interrupted_move`), so a file is never copied twice.
     """
-    _check_policy(on_conflict)
+    check_policy(on_conflict)
     source_dir = os.path.dirname(source)
     if not os.access(source_dir, os.W_OK):
         raise FolderError(
@@ -202,13 +208,13 @@ def copy_move(
     try:
         with open(source, "rb") as src, open_new_file(temp) as dst:
             copied = os.fstat(src.fileno())
-            (fill or _plain_copy)(src, dst)
+            (fill or plain_copy)(src, dst)
             dst.flush()
             os.fsync(dst.fileno())
         if fill is None:
             # A moved file keeps its mtime, as a rename would; its mode is FILE_MODE.
             os.utime(temp, ns=(copied.st_atime_ns, copied.st_mtime_ns))
-        if not _still_there(source, copied):
+        if not still_there(source, copied):
             raise SourceMissingError(
                 f"source {printable_name(source)} was moved or removed by someone else while it was "
                 f"being copied into {printable_name(target_dir)}; nothing was moved"
@@ -223,7 +229,7 @@ def copy_move(
         raise
     marker = move_marker_path(source)
     try:
-        _write_marker(marker, source, temp)
+        write_move_marker(marker, source, temp)
         final = install_file(temp, target_dir, name, on_conflict)
     except BaseException as exc:
         remove_quietly(temp)
@@ -237,119 +243,3 @@ def copy_move(
     return final
 
 
-def _still_there(source: str, copied: os.stat_result) -> bool:
-    try:
-        now = os.stat(source)
-    except FileNotFoundError:
-        return False
-    return (now.st_dev, now.st_ino) == (copied.st_dev, copied.st_ino)
-
-
-def marker_source(marker: str) -> str | None:
-    """The existing file beside ``marker`` whose move marker it is, or None."""
-    folder, name = os.path.split(marker)
-    start = name[1 : -len(MOVE_MARKER_SUFFIX)].rsplit(".", 1)[0]  # the source name, cut to fit
-    try:
-        with os.scandir(folder) as entries:
-            candidates = [e.name for e in entries if e.name.startswith(start) and e.name != name]
-    except FileNotFoundError:
-        return None
-    for candidate in candidates:
-        source = os.path.join(folder, candidate)
-        if move_marker_path(source) == marker:
-            return source
-    return None
-
-
-def _identity(stat: os.stat_result) -> list[int]:
-    return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns]
-
-
-def _write_marker(marker: str, source: str, temp: str) -> None:
-    # Not fsync'd: a marker cut short by a crash is ignored, and it is always
-    # complete before the copy is installed. Losing it to a power cut costs a
-    # second copy, never data.
-    record = {
-        "source": _identity(os.stat(source)),
-        "target_dir": os.path.dirname(temp),
-        "temp": os.path.basename(temp),
-        "copy": _identity(os.stat(temp))[:3],
-    }
-    with open_new_file(marker, exclusive=False) as handle:
-        handle.write(json.dumps(record).encode("ascii"))  # surrogate escapes become \udcNN
-
-
-def read_move_marker(marker: str) -> dict | None:
-    """The record of a marker file; None when it is missing or incomplete."""
-    try:
-        with open(marker, encoding="utf-8") as handle:
-            record = json.load(handle)
-    except (FileNotFoundError, ValueError, UnicodeDecodeError):
-        return None
-    keys = {"source", "target_dir", "temp", "copy"}
-    return record if isinstance(record, dict) and keys <= set(record) else None
-
-
-def finish_interrupted_move(source: str) -> str | None:
-    """Finish a copy-move of ``source`` that was interrupted; the final path, or None.
-
-    None means there is nothing to finish (no marker, a stale marker, or the copy was
-    never installed -- then its hidden temp is removed) and the caller moves as usual.
-    """
-    source = os.path.abspath(source)
-    marker = move_marker_path(source)
-    try:
-        os.lstat(marker)  # almost never there: one probe, no open, no exception from json
-    except FileNotFoundError:
-        return None
-    record = read_move_marker(marker)
-    if record is None:
-        remove_quietly(marker)
-        return None
-    if "files" in record:  # the marker of a batch move whose anchor this source is
-        from core4_resources.batch_moves import finish_batch_marker
-
-        return finish_batch_marker(marker, record).get(source)
-    try:
-        current = _identity(os.stat(source))
-    except FileNotFoundError:
-        return None  # nothing left to move; the caller reports the missing source
-    if current != record["source"]:
-        remove_quietly(marker)  # left by an earlier file of the same name
-        return None
-    target_dir = record["target_dir"]
-    temp = os.path.join(target_dir, record["temp"])
-    copy = record["copy"]
-    if os.path.lexists(temp):
-        remove_quietly(temp)  # the copy was never installed: start again
-        remove_quietly(marker)
-        return None
-    final = _installed_copy(target_dir, copy)
-    if final is None:
-        source, target_dir, marker = map(printable_name, (source, target_dir, marker))
-        raise FolderError(
-            f"an earlier move of {source} into {target_dir} was interrupted after its complete copy "
-            "was installed, and that copy is no longer there (it was moved on or removed). "
-            f"If it was processed, remove {source} and the marker {marker}; to move {source} "
-            "again, remove only the marker"
-        )
-    fsync_dir(target_dir)
-    remove_quietly(source)
-    remove_quietly(marker)
-    return final
-
-
-def _installed_copy(target_dir: str, copy: list[int]) -> str | None:
-    """The visible file in ``target_dir`` that is the installed copy (same inode), if any."""
-    device, inode, size = copy
-    try:
-        with os.scandir(target_dir) as entries:
-            for entry in entries:
-                if entry.inode() != inode or is_hidden(entry.name):
-                    continue
-                stat = entry.stat(follow_symlinks=False)
-                if stat.st_dev == device and stat.st_size == size:
-                    return entry.path
-    except FileNotFoundError:
-        return None
-    return None

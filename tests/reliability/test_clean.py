@@ -19,6 +19,7 @@ from support import (
 
 from core4_pipelines.clean import clean_schedule, sweep, sweep_on_sensor_start
 from core4_resources import moves
+from core4_resources.markers import write_move_marker
 from core4_resources.moves import hidden_temp_name, move_marker_path
 
 
@@ -101,7 +102,7 @@ def test_interrupted_moves_are_finished_not_duplicated(tmp_path, monkeypatch):
     # 2. Killed before the copy was installed: a hidden partial copy and the marker.
     pending = put(folders.proc_folder(), "pending.csv", csv_rows(4))
     temp = put(folders.transfer_folder(), hidden_temp_name("pending.csv"), "part of it")
-    moves._write_marker(move_marker_path(pending), pending, temp)
+    write_move_marker(move_marker_path(pending), pending, temp)
 
     report = sweep([folders.proc, folders.transfer, folders.archive], older_than=0, apply=True)
     actions = {os.path.basename(i.path): i.action for i in report.items}
