@@ -11,7 +11,17 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+import warnings
 from typing import TYPE_CHECKING, Any
+
+# Dagster warns about its own calls -- beta classes its components use, the beta `owners` its
+# sensor decorator always passes -- in every process that loads a project (code servers, run
+# workers, coco drain); nobody can act on them. Ignored only where the warning is attributed to
+# Dagster's own modules: a project that uses a beta API itself is still warned. Matched by
+# Dagster's message texts (dagster_shared.utils.warnings): this package does not import Dagster.
+for _text in ("is currently in beta", "is currently in preview", "is superseded and its usage is discouraged"):
+    warnings.filterwarnings("ignore", message=rf".* {_text}", module=r"dagster(\.|$)")
+del _text
 
 if TYPE_CHECKING:
     from core4_pipelines.components import FileImport, HttpDownload

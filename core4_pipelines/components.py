@@ -249,7 +249,8 @@ class HttpDownload(_Core4Component):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         from core4_pipelines.downloads import download_job
         from core4_pipelines.http_fetch import HttpSource, fetch_into_proc, render, run_date
-        from core4_pipelines.import_assets import inbox_key
+        from core4_pipelines.import_assets import inbox_key, md_code
+        from core4_resources.config import mask_url
 
         _at_least(context, self, "timeout", 0, False)
         source = HttpSource(urls=self.source_urls(context), file_name=self.file_name,
@@ -268,11 +269,13 @@ class HttpDownload(_Core4Component):
         def fetch(context, folders: FolderResource) -> list[str]:
             return fetch_into_proc(folders, source, run_date(context.run.tags), log=context.log)
 
-        fetch.__doc__ = f"Fetch {', '.join(source.urls)} into proc"
+        shown = [mask_url(url) for url in source.urls]
+        fetch.__doc__ = f"Fetch {', '.join(md_code(url) for url in shown)} into proc"
         job = download_job(
             self.name or f"download_{self.collection}", fetch,
             produces=inbox_key(_project(context), self.collection),
             description=self.description, properties=properties or None,
+            source=source.urls,  # the URL patterns only: header values never leave the environment
         )
         return dg.Definitions(jobs=[job])
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from core4_pipelines.errors import PipelineError
+from core4_resources.config import mask_url
 from core4_resources.folders import FolderResource, safe_move
 from core4_resources.moves import download_temp_name, open_new_file
 
@@ -80,6 +81,7 @@ def run_date(tags: Mapping[str, str]) -> datetime:
 def fetch_to_transfer(folders: FolderResource, url: str, name: str, headers: Mapping[str, str],
                       timeout: float) -> str:
     """Stream ``url`` into ``<transfer>/<project>/<name>`` (hidden until complete); its path."""
+    shown = mask_url(url)  # what messages say: never a password in the URL
     target = folders.make_transfer(name)
     folder, final_name = os.path.split(target)
     partial = os.path.join(folder, download_temp_name(final_name))
@@ -92,21 +94,21 @@ def fetch_to_transfer(folders: FolderResource, url: str, name: str, headers: Map
                 handle.write(block)
                 received += len(block)
             if expected is not None and expected.isdigit() and received != int(expected):
-                raise DownloadError(f"{url}: body cut off: {received} of {expected} bytes")
+                raise DownloadError(f"{shown}: body cut off: {received} of {expected} bytes")
             handle.flush()
             os.fsync(handle.fileno())
         return safe_move(partial, folder, name=final_name, on_conflict="replace")
     except urllib.error.HTTPError as exc:
-        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        raise DownloadError(f"{shown}: HTTP {exc.code} {exc.reason}") from None
     except http.client.IncompleteRead as exc:
-        raise DownloadError(f"{url}: body cut off after {len(exc.partial)} bytes") from None
+        raise DownloadError(f"{shown}: body cut off after {len(exc.partial)} bytes") from None
     except (TimeoutError, socket.timeout):
-        raise DownloadError(f"{url}: no answer within {timeout:g}s") from None
+        raise DownloadError(f"{shown}: no answer within {timeout:g}s") from None
     except urllib.error.URLError as exc:
         reason = "no answer within " + f"{timeout:g}s" if isinstance(exc.reason, TimeoutError) else exc.reason
-        raise DownloadError(f"{url}: {reason}") from None
+        raise DownloadError(f"{shown}: {reason}") from None
     except (http.client.HTTPException, OSError) as exc:
-        raise DownloadError(f"{url}: {type(exc).__name__}: {exc}") from None
+        raise DownloadError(f"{shown}: {type(exc).__name__}: {exc}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
@@ -122,11 +124,11 @@ def fetch_into_proc(folders: FolderResource, source: HttpSource, date: datetime,
             url = render(template, date=date)
             name = render(source.file_name, date=date, url=url, index=index)
             if not name or name.startswith(".") or "/" in name:
-                raise DownloadError(f"file name {name!r} (from {source.file_name!r} for {url}) is not a visible "
+                raise DownloadError(f"file name {name!r} (from {source.file_name!r} for {mask_url(url)}) is not a visible "
                                     f"file name; set file_name")
             fetched.append(fetch_to_transfer(folders, url, name, headers, source.timeout))
             if log is not None:
-                log.info(f"fetched {url} -> {fetched[-1]} ({os.path.getsize(fetched[-1])} bytes)")
+                log.info(f"fetched {mask_url(url)} -> {fetched[-1]} ({os.path.getsize(fetched[-1])} bytes)")
     except BaseException:
         for path in fetched:
             with contextlib.suppress(FileNotFoundError):

@@ -11,6 +11,7 @@ error folder. ``project_definitions`` adds these definitions to the project.
 from __future__ import annotations
 
 import os
+import re
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,19 +48,45 @@ def inbox_key(project: str, collection: str) -> dg.AssetKey:
     return dg.AssetKey([project, f"{collection}{INBOX_SUFFIX}"])
 
 
-def inbox_spec(key: dg.AssetKey, *, waiting_for: str, metadata: dict[str, Any]) -> dg.AssetSpec:
-    """The inbox of an import: external (the import's own) or materialized by a download."""
+def inbox_spec(
+    key: dg.AssetKey, *, waiting_for: str, metadata: dict[str, Any], deps: Iterable[dg.AssetKey] = ()
+) -> dg.AssetSpec:
+    """The inbox of an import: external (the import's own) or materialized by a download, then
+    downstream of the download's source (``deps``). ``waiting_for`` is plain text, shown as written."""
     project = key.path[0]
+    folder = f"<proc>/{project}/"
     return dg.AssetSpec(
         key,
+        deps=list(deps),
         group_name=project,
         kinds={"folder"},
-        description=(
-            f"Files waiting in <proc>/{project}/ {waiting_for}. The proc sensor observes the backlog: "
+        description=md_text(
+            f"Files waiting in {folder} {waiting_for}. The proc sensor observes the backlog: "
             "files, bytes, age of the oldest, claimed batches."
         ),
-        metadata={"folder": f"<proc>/{project}/", **metadata},
+        metadata={"folder": folder, **metadata},
     )
+
+
+# The UI renders descriptions as Markdown (GitHub's flavour, raw HTML dropped): "<proc>" would be
+# taken for a tag and vanish, "\." lose its backslash, "*" or "~" start emphasis or strike-through.
+_MD_PUNCTUATION = re.compile(r"[\\`*\[\]<>~|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])|&(?=#?[A-Za-z0-9]+;)")
+_MD_LINE_START = re.compile(r"^( {0,3})([#+=-]|\d+(?=[.)]))", re.MULTILINE)
+
+
+def md_text(text: str) -> str:
+    """Plain ``text`` as Markdown that renders as written: what Markdown would take for markup escaped."""
+    escaped = _MD_PUNCTUATION.sub(lambda m: "\\" + m.group(0), text)
+    # A line starting with "#", "-", "+", "=" or "1." would become a heading, list or rule.
+    return _MD_LINE_START.sub(lambda m: m.group(1) + ("\\" + m.group(2) if not m.group(2).isdigit()
+                                                      else m.group(2) + "\\"), escaped)
+
+
+def md_code(text: str) -> str:
+    """``text`` as a Markdown code span: shown as written, in a fixed font (a URL, a pattern)."""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def freshness_policy(freshness: timedelta | float | None) -> dg.FreshnessPolicy | None:

@@ -4,7 +4,8 @@
 targeted like any job) for the project they guess; here, while the project's Definitions
 are built, each is built again when the project or the configured freshness differ, and
 the assets they need are collected: every import's collection (with its checks), its
-inbox (as an external asset unless a download of the project materializes it).
+inbox (as an external asset unless a download of the project materializes it), and each
+download's source (an external asset upstream of the inbox it materializes).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def project_assets(
     )
     produced: dict[dg.AssetKey, str] = {}
     collections: dict[dg.AssetKey, str] = {}
+    specs: dict[dg.AssetKey, tuple[str, dg.AssetSpec]] = {}
     inboxes = []
     for name, job in final.items():
         found = assets_of(job)
@@ -101,6 +103,23 @@ def project_assets(
                 )
             collections[key] = name
             inboxes.append(found.inbox)
-        result.assets += found.assets
+        result.assets += [a for a in found.assets if _new_spec(project, name, a, specs)]
     result.assets += [inbox for inbox in inboxes if inbox.key not in produced]
     return result
+
+
+def _new_spec(project: str, job: str, asset: Any, specs: dict[dg.AssetKey, tuple[str, dg.AssetSpec]]) -> bool:
+    """False for an AssetSpec already added (one source shared by two downloads); an error for
+    another spec under a key already taken."""
+    if not isinstance(asset, dg.AssetSpec):
+        return True
+    if asset.key not in specs:
+        specs[asset.key] = (job, asset)
+        return True
+    first, spec = specs[asset.key]
+    if spec != asset:
+        raise JobSettingsError(
+            f"project {project}: jobs {first} and {job} declare different assets {asset.key.to_user_string()}; "
+            f"pass the same AssetSpec to both, or give one another key"
+        )
+    return False

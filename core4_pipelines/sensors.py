@@ -25,6 +25,7 @@ import dagster as dg
 
 from core4_pipelines.claims import Batch, claim_batches, grown_batch_size, pending_batches, scan_ready
 from core4_pipelines.clean import sweep_on_sensor_start
+from core4_pipelines.import_assets import md_code, md_text
 from core4_pipelines.jobs import BATCH_TAG, import_run_config, inbox_of, pattern_of
 from core4_pipelines.properties import declared_properties, resolved_properties
 from core4_pipelines.runtime import STATE_TAG
@@ -207,9 +208,9 @@ def proc_folder_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         metadata={PROC_SENSOR_METADATA: {"job": job.name, "pattern": regex.pattern if regex else None, "base": base}},
-        description=(
-            f"Claims files matching {regex.pattern if regex else 'anything'} in the project's "
-            f"proc folder, {batch_size} per batch, and starts {job.name} for each batch"
+        description=(  # Markdown in the UI: the pattern as a code span keeps its backslashes and stars
+            f"Claims files matching {md_code(regex.pattern) if regex else 'anything'} in the project's "
+            f"proc folder, {batch_size} per batch, and starts {md_text(job.name)} for each batch"
         ),
     )
     def proc_sensor(context: dg.SensorEvaluationContext, folders: FolderResource, mongo: MongoResource):

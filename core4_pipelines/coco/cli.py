@@ -131,33 +131,37 @@ def cmd_serve(args) -> int:
     from core4_pipelines.coco.serve import serve
 
     settings = _settings()
-    return serve(settings, args.host or settings.dagster.host, args.port or settings.dagster.port)
+    return serve(settings, args.host or settings.dagster.host, args.port or settings.dagster.port,
+                 verbose=args.verbose)
 
 
-def _print_drain(settings, project: str, timeout: float) -> int:
-    from core4_pipelines.coco.drain import drain, summary_lines
+def _print_drain(result) -> int:
+    from core4_pipelines.coco.drain import summary_lines
 
-    result = drain(settings, project, timeout=timeout)
     for line in summary_lines(result):
         print(line)
     return 0 if result.ok else 1
 
 
 def cmd_drain(args) -> int:
-    return _print_drain(_settings(), args.project, args.timeout)
+    from core4_pipelines.coco.drain import drain
+
+    return _print_drain(drain(_settings(), args.project, timeout=args.timeout, verbose=args.verbose))
 
 
 def cmd_demo(args) -> int:
-    """`coco enqueue demo.download_samples --local`, then `coco drain demo`, on one MongoDB."""
-    from core4_pipelines.coco.operate import enqueue_local
-    from core4_pipelines.coco.serve import MONGO_URL_ENV, mongo_for
+    """demo.download_samples run in this process, then `coco drain demo`, on one MongoDB."""
+    from core4_pipelines.coco.drain import drain_loaded, loaded_project, run_job
 
-    with mongo_for(_settings(), print) as mongo_url:
-        os.environ[MONGO_URL_ENV] = mongo_url  # both steps use it: neither starts a server of its own
-        settings = _settings()
-        run_id, success = enqueue_local(settings, "demo.download_samples", [], False, {})
-        print(f"demo.download_samples: run {run_id} {'succeeded' if success else 'failed'} (in-process)")
-        return _print_drain(settings, "demo", args.timeout) if success else 1
+    with loaded_project(_settings(), "demo") as loaded:
+        run = run_job(loaded, "download_samples", verbose=args.verbose)
+        print(f"demo.download_samples: run {run.run_id} {'succeeded' if run.success else 'failed'} (in-process)")
+        if not run.success:
+            for line in run.failure.splitlines():
+                print(f"  {line}")
+            return 1
+        result = drain_loaded(loaded, timeout=args.timeout, verbose=args.verbose)
+    return _print_drain(result)
 
 
 def _add_folder_options(parser: argparse.ArgumentParser, default=None) -> None:
@@ -194,15 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="the Dagster UI and daemon over all projects (embedded MongoDB if no mongo_url)")
     p.add_argument("--host", help="bind address (default dagster.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default dagster.port)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="all of dagster dev's output: every sensor tick, every run's DEBUG events")
     p.set_defaults(run=cmd_serve)
     timeout_help = "seconds to wait for files still being written or batches to retry (default 300)"
+    verbose_help = "also Dagster's log of each run: its events, a failure's stack trace"
     p = sub.add_parser("drain", help="tick a project's proc sensors and import every batch in this process until "
-                                     "proc is empty; print a summary per job")
+                                     "proc is empty; print a summary per job and why each file in error is there")
     p.add_argument("project")
     p.add_argument("--timeout", type=float, default=300.0, help=timeout_help)
+    p.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
     p.set_defaults(run=cmd_drain)
-    p = sub.add_parser("demo", help="the demo once, headless: enqueue demo.download_samples --local, then drain demo")
+    p = sub.add_parser("demo", help="the demo once, headless: run demo.download_samples in this process, "
+                                    "then drain demo")
     p.add_argument("--timeout", type=float, default=300.0, help=timeout_help)
+    p.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
     p.set_defaults(run=cmd_demo)
     # Commands that live beside their implementation: operations on runs, and the clean-up sweep.
     from core4_pipelines.coco import clean, control, info, operate, retry
