@@ -39,16 +39,18 @@ def check_results(result, key):
     return [c for c in result.get_asset_check_evaluations() if c.asset_key == key]
 
 
-def test_the_project_graph_is_inbox_to_collection_with_the_download_as_the_inbox_job(project):
+def test_the_project_graph_is_source_to_inbox_to_collection_with_the_download_as_the_inbox_job(project):
     name = project("shop")
     imports = import_job("import_sales", read=read_csv, collection="sales", pattern=r"sales-.*\.csv$")
     download = download_job("fetch_sales", fetch_two, produces=imports)
     defs = project_definitions(name, jobs=[download, imports], sensors=[proc_folder_sensor(imports)])
     graph = defs.resolve_asset_graph()
     collection, inbox = dg.AssetKey(["shop", "sales"]), dg.AssetKey(["shop", "sales_inbox"])
-    assert graph.get_all_asset_keys() == {collection, inbox}
+    source = dg.AssetKey(["shop", "sales_source"])
+    assert graph.get_all_asset_keys() == {source, collection, inbox}
     node = graph.get(collection)
     assert node.parent_keys == {inbox}
+    assert graph.get(inbox).parent_keys == {source}  # lineage: source -> inbox -> collection
     assert node.kinds == {"mongodb"} and node.group_name == "shop"
     assert node.metadata["pattern"] == r"sales-.*\.csv$" and "read_csv" in node.metadata["reader"]
     assert graph.get(inbox).is_materializable  # by the download
