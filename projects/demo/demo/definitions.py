@@ -1,8 +1,9 @@
 """The demo's Dagster definitions: a download job in Python; the import and its proc sensor are
 declared in defs/readings/defs.yaml (a FileImport component) and loaded by project_definitions.
 
-In the asset graph: readings_inbox (delivered by download_samples, observed by the
-sensor) -> readings (the MongoDB collection, materialized once per imported batch).
+In the asset graph: readings_source (what fetch_samples copies from) -> readings_inbox
+(delivered by download_samples, observed by the sensor) -> readings (the MongoDB
+collection, materialized once per imported batch).
 """
 
 
