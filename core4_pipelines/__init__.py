@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from core4_pipelines.downloads import download_job, download_to_proc
     from core4_pipelines.import_assets import collection_key, inbox_key
     from core4_pipelines.jobs import ImportBatchConfig, import_job, import_run_config
-    from core4_pipelines.project import project_definitions, project_resources, project_settings
+    from core4_pipelines.project import project_definitions
+    from core4_pipelines.settings import project_resources, project_settings
     from core4_pipelines.properties import job_properties
     from core4_pipelines.readers import read_csv, read_jsonl
     from core4_pipelines.runtime import (
@@ -72,8 +73,8 @@ _EXPORTS = {
     "proc_folder_sensor": "core4_pipelines.sensors",
     "progress": "core4_pipelines.runtime",
     "project_definitions": "core4_pipelines.project",
-    "project_resources": "core4_pipelines.project",
-    "project_settings": "core4_pipelines.project",
+    "project_resources": "core4_pipelines.settings",
+    "project_settings": "core4_pipelines.settings",
     "read_csv": "core4_pipelines.readers",
     "read_jsonl": "core4_pipelines.readers",
     "set_source": "core4_pipelines.runtime",

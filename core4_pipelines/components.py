@@ -23,10 +23,15 @@ from urllib.parse import urlsplit
 import dagster as dg
 from pydantic import Field, ValidationError
 
+from core4_pipelines.downloads import download_job
 from core4_pipelines.errors import PipelineError
+from core4_pipelines.http_fetch import HttpSource, fetch_into_proc, render, run_date
+from core4_pipelines.import_assets import inbox_key, md_code
+from core4_pipelines.jobs import import_job
 from core4_pipelines.properties import check_property
 from core4_pipelines.readers import read_csv, read_jsonl
-from core4_pipelines.sensors import DEFAULT_BATCH_SIZE
+from core4_pipelines.sensors import DEFAULT_BATCH_SIZE, proc_folder_sensor
+from core4_resources.config import mask_url
 from core4_resources.errors import Core4Error
 from core4_resources.folders import FolderResource
 
@@ -183,9 +188,6 @@ class FileImport(_Core4Component):
         return functools.partial(read, **options) if options else read
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        from core4_pipelines.jobs import import_job
-        from core4_pipelines.sensors import proc_folder_sensor
-
         if not self.collection or "$" in self.collection or self.collection.startswith("system."):
             raise _fail(context, "collection", "a MongoDB collection name", self.collection)
         _at_least(context, self, "batch_size", 1, True)
@@ -247,11 +249,6 @@ class HttpDownload(_Core4Component):
         return [url for _, url in keyed]
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        from core4_pipelines.downloads import download_job
-        from core4_pipelines.http_fetch import HttpSource, fetch_into_proc, render, run_date
-        from core4_pipelines.import_assets import inbox_key, md_code
-        from core4_resources.config import mask_url
-
         _at_least(context, self, "timeout", 0, False)
         source = HttpSource(urls=self.source_urls(context), file_name=self.file_name,
                             headers=dict(self.headers), timeout=self.timeout)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from core4_pipelines.errors import JobSettingsError, PipelineError
 from core4_pipelines.properties import JOB_TAG, configured_section, resolved_properties, tag_property
+from core4_pipelines.settings import project_settings
 from core4_resources.job_properties import PROPERTY_NAMES
 
 LAUNCH_TAG_PREFIX = "core4/"              # core4/attempts=5 at launch overrides the job's value
@@ -70,8 +71,6 @@ def run_property(name: str, context: dg.OpExecutionContext | None = None) -> Any
 
 def job_settings(project: str, job: str, model: type[T], settings=None) -> T:
     """``jobs.<job>`` of the project's configuration (without core4 properties) as ``model``."""
-    from core4_pipelines.project import project_settings
-
     settings = settings or project_settings(project)
     section = {k: v for k, v in configured_section(settings, job).items() if k not in PROPERTY_NAMES}
     try:

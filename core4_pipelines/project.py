@@ -5,55 +5,15 @@ Finding the projects in folder.home is the operator tool's (``core4_pipelines.co
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import Any, Iterable, Mapping
 
 import dagster as dg
 
+from core4_pipelines.components import definitions_parts, defs_folder_definitions
 from core4_pipelines.project_assets import project_assets
 from core4_pipelines.project_jobs import resolve_project_jobs
-from core4_resources.config import Settings, load_config
-from core4_resources.folders import FolderResource
+from core4_pipelines.settings import project_resources, project_settings
 from core4_resources.logs import configure_library_logging
-from core4_resources.mongo import MongoResource
-
-
-def _package_yaml(project: str) -> str | None:
-    spec = importlib.util.find_spec(project)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(list(spec.submodule_search_locations)[0], f"{project}.yaml")
-    return path if os.path.isfile(path) else None
-
-
-def project_settings(project: str, project_yaml: str | None = None) -> Settings:
-    """The config cascade for ``project``, its yaml found next to its package."""
-    return load_config(project, project_yaml=project_yaml or _package_yaml(project))
-
-
-def mongo_url_env_name(project: str) -> str:
-    return f"CORE4_MONGO_URL_{project.upper()}"
-
-
-def project_resources(settings: Settings) -> dict[str, Any]:
-    """The resources every project job, sensor and schedule can ask for.
-
-    The MongoDB URL is bound through an environment variable of this process
-    (every code server and run worker loads the definitions, and so sets it):
-    Dagster then shows the variable's name, never the URL's password, in the
-    UI's resource configuration.
-    """
-    mongo = MongoResource.from_settings(settings)
-    if mongo.mongo_url and settings.project is not None:
-        variable = mongo_url_env_name(settings.project.name)
-        os.environ[variable] = mongo.mongo_url
-        mongo = MongoResource(
-            mongo_url=dg.EnvVar(variable),
-            database=mongo.database,
-            server_selection_timeout_ms=mongo.server_selection_timeout_ms,
-        )
-    return {"folders": FolderResource.from_settings(settings), "mongo": mongo}
 
 
 def project_definitions(
@@ -99,6 +59,4 @@ def project_definitions(
 
 
 def _declared_in_defs_folder(project: str) -> Mapping[str, list[Any]]:
-    from core4_pipelines.components import defs_folder_definitions, definitions_parts
-
     return definitions_parts(defs_folder_definitions(project))

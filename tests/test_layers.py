@@ -178,3 +178,82 @@ def test_coco_and_the_serve_process_do_not_import_dagster(tmp_path):
     """, tmp_path)
     assert "core4_pipelines.coco.serve" in loaded
     assert _under(loaded, "dagster") == []
+
+
+# -- (d) no import cycle anywhere in the library ----------------------------------------------
+
+
+def _executed_imports(path: Path, module: str) -> set[str]:
+    """What ``path`` imports when it runs: every import statement, at the top or in a function,
+    except those under ``if TYPE_CHECKING:`` (never executed). A lazy import inside a function
+    still counts: hiding a cycle there does not remove it."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+            node.body = []
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def import_cycles(paths: dict[str, Path]) -> list[list[str]]:
+    """The import cycles among ``paths`` (module name -> file): Tarjan's strongly connected
+    components of more than one module, or a module importing itself."""
+    graph = {name: sorted((_executed_imports(path, name) & set(paths)) - {name}) for name, path in paths.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def _library_files() -> dict[str, Path]:
+    return {_module_name(path): path for package in (LIBRARY, RESOURCES) for path in package.rglob("*.py")}
+
+
+def test_the_library_has_no_import_cycle():
+    assert import_cycles(_library_files()) == []
+
+
+def test_the_cycle_check_finds_a_cycle_put_back(tmp_path):
+    # A cycle hidden in a function, as the library once had (job_context -> project -> ... -> job_context).
+    files = _library_files()
+    settings = tmp_path / "settings.py"
+    settings.write_text(files["core4_pipelines.settings"].read_text(encoding="utf-8")
+                        + "\n\ndef _hidden():\n    from core4_pipelines.job_context import job_config\n")
+    files["core4_pipelines.settings"] = settings
+    assert any("core4_pipelines.settings" in cycle and "core4_pipelines.job_context" in cycle
+               for cycle in import_cycles(files))

@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from core4_pipelines.project import mongo_url_env_name, project_definitions
+from core4_pipelines.project import project_definitions
+from core4_pipelines.settings import mongo_url_env_name
 from core4_resources.mongo import MongoResource
 
 

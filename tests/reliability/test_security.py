@@ -226,7 +226,8 @@ def test_the_ui_never_shows_the_mongodb_password(tmp_path, monkeypatch, mongo_se
 
     from dagster._serdes import serialize_value
 
-    from core4_pipelines.project import mongo_url_env_name, project_definitions
+    from core4_pipelines.project import project_definitions
+    from core4_pipelines.settings import mongo_url_env_name
 
     password = urlsplit(mongo_server.url).password
     database = f"secure_{uuid.uuid4().hex[:8]}"
