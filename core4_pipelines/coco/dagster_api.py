@@ -78,10 +78,17 @@ mutation MarkCanceled($runId: String!) {{
 }}
 """
 
+# $withFailures: each run's failure event too (`coco runs` shows its first line). It loads every
+# event of every listed run (some 8 ms a run), so only on request, not for the scans of
+# `coco kill` or `coco restart` over up to thousands of runs.
 RUNS = f"""
-query Runs($filter: RunsFilter, $limit: Int) {{
+query Runs($filter: RunsFilter, $limit: Int, $withFailures: Boolean = false) {{
   runsOrError(filter: $filter, limit: $limit) {{
-    __typename ... on Runs {{ results {{ {RUN_FIELDS} }} }}
+    __typename ... on Runs {{ results {{ {RUN_FIELDS}
+      eventConnection @include(if: $withFailures) {{
+        events {{ ... on RunFailureEvent {{ message error {{ message causes {{ message }} }} }} }}
+      }}
+    }} }}
     ... on InvalidPipelineRunsFilterError {{ message }} ... on PythonError {{ message }}
   }}
 }}

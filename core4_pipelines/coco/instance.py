@@ -1,12 +1,15 @@
-"""DAGSTER_HOME and its dagster.yaml, generated from the configuration."""
+"""DAGSTER_HOME and its dagster.yaml, generated from the configuration; the ``.env`` that
+points `dagster dev` and `dg dev` at it."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 
 import yaml
 
+from core4_pipelines.errors import PipelineError
 from core4_pipelines.tags import JOB_TAG
 from core4_resources.config import Settings
 from core4_resources.logs import python_logs_config
@@ -123,6 +126,68 @@ def write_instance(settings: Settings, *, job_limits: Mapping[str, int] | None =
     text += yaml.safe_dump(config, sort_keys=False)
     write_file_atomic(os.path.join(home, "dagster.yaml"), text.encode("utf-8"))
     return home
+
+
+def ensure_instance(settings: Settings) -> tuple[str, bool]:
+    """DAGSTER_HOME with its dagster.yaml, written only when missing: one that `coco serve`
+    wrote holds the run queue's limits and stays. ``(DAGSTER_HOME, whether it was written)``."""
+    home = dagster_home(settings)
+    if os.path.isfile(os.path.join(home, "dagster.yaml")):
+        return home, False
+    return write_instance(settings), True
+
+
+# Dagster's `dagster dev` (and `dg dev`, which runs it in the project's folder) loads the .env
+# of the folder it starts in before it looks for DAGSTER_HOME; without one it keeps the run
+# history in a temporary .tmp_dagster_home_* there, removed at exit.
+DOTENV = ".env"
+DOTENV_HEADER = """\
+# DAGSTER_HOME for `dagster dev` and `dg dev` started in this folder: the instance `coco serve`
+# uses (dagster.home, by default <folder.root>/dagster), so their runs are kept with its runs;
+# an exported DAGSTER_HOME wins. coco init, coco workspace and coco serve create that folder.
+# Dagster passes every variable here on to code locations and runs: put no secrets here.
+"""
+_DAGSTER_HOME_LINE = re.compile(r"^\s*(export\s+)?DAGSTER_HOME\s*=")
+# What a double-quoted .env value with a ${VAR:-default} cannot carry literally.
+_NOT_IN_DOTENV = set('"\\$`{}\n\r')
+
+
+def dagster_home_assignment(home: str) -> str:
+    """The .env line: ``home`` unless DAGSTER_HOME is set already (coco serve, a test, a shell)."""
+    bad = sorted(set(home) & _NOT_IN_DOTENV)
+    if bad or not os.path.isabs(home):
+        reason = f"holds {' '.join(repr(c) for c in bad)}" if bad else "is not an absolute path"
+        raise PipelineError(f"DAGSTER_HOME {home!r} {reason}: a .env file cannot set it; "
+                            f"configure dagster.home (or folder.root) to a plain absolute path")
+    return f'DAGSTER_HOME="${{DAGSTER_HOME:-{home}}}"'
+
+
+def write_dagster_env(folder: str, home: str) -> str:
+    """``<folder>/.env`` setting DAGSTER_HOME to ``home`` (0o640); its other lines are kept and
+    an earlier DAGSTER_HOME line is replaced. Returns the file's path."""
+    path = os.path.join(folder, DOTENV)
+    line = dagster_home_assignment(home)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            old = handle.read()
+    except FileNotFoundError:
+        old = None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"cannot read {path} to set DAGSTER_HOME in it: {exc}") from None
+    if old is None:
+        text = DOTENV_HEADER + line + "\n"
+    else:
+        lines = old.splitlines()
+        kept = [item for item in lines if not _DAGSTER_HOME_LINE.match(item)]
+        if len(kept) == len(lines):
+            text = old + ("" if not old or old.endswith("\n") else "\n") + DOTENV_HEADER + line + "\n"
+        else:
+            at = next(i for i, item in enumerate(lines) if _DAGSTER_HOME_LINE.match(item))
+            text = "\n".join(kept[:at] + [line] + kept[at:]) + "\n"
+        if text == old:
+            return path
+    write_file_atomic(path, text.encode("utf-8"))
+    return path
 
 
 def instance_environment(settings: Settings) -> dict[str, str]:

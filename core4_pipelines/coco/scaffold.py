@@ -10,7 +10,15 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping
 
+from core4_pipelines.coco.instance import (
+    DOTENV,
+    dagster_home,
+    dagster_home_assignment,
+    ensure_instance,
+    write_dagster_env,
+)
 from core4_pipelines.errors import ProjectError
+from core4_resources.config import Settings
 from core4_resources.moves import make_dirs, open_new_file
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -83,23 +91,67 @@ def make_home(home: str | None, say: Callable[[str], None] = print) -> str | Non
     return home
 
 
-def _files(name: str) -> dict[str, str]:
+def _files(name: str, places: Mapping[str, str]) -> dict[str, str]:
+    """The project's files; ``places`` (project_places) are the paths its README names."""
+    ui = places["ui"]
     return {
+        # .env: DAGSTER_HOME of this machine, and where Dagster's users keep their tokens.
+        # .tmp_dagster_home_*: what dagster dev leaves while it runs without DAGSTER_HOME.
         ".gitignore": """.venv/
 __pycache__/
 *.egg-info/
+.env
+.tmp_dagster_home_*/
 """,
         "README.md": f"""# {name}
 
-A core4 pipelines project. Put files matching `.*\\.csv` into its proc
-folder (`coco folders {name}`) and the sensor imports them into the
-`{name}` database, collection `records`.
+A core4 pipelines project: CSV files put into its proc folder are imported into
+the collection `records` of the MongoDB database `{name}`, then archived.
 
 What it does is declared in `{name}/defs/` (Dagster components, YAML):
 `{name}/defs/records/defs.yaml` is the import (a commented download is below
 it). Add one with `dg scaffold defs core4_pipelines.FileImport NAME`; check
 them with `dg check defs`, list them with `dg list defs`. Python jobs go into
 `{name}/definitions.py` (`jobs=[...]`), beside the components.
+
+## Start it
+
+- With every project of its folder.home, the embedded MongoDB (unless
+  `mongo_url` is configured) and the Dagster UI on {ui}:
+  `coco serve --home {places["home"]}` (Ctrl-C stops it all).
+- This project alone: `dg dev` (or `dagster dev`) in this folder. Its `.env`
+  (written by `coco init`, kept out of git) sets DAGSTER_HOME to
+  `{places["dagster_home"]}`, the instance of `coco serve`: the runs are kept
+  there. It reads the configuration as `coco` does (CORE4_CONFIG,
+  CORE4_OPTION_... variables).
+- Without the UI: `coco drain {name}` imports what is in proc, in one process.
+
+## Put files in
+
+Copy CSV files (names matching `.*\\.csv`) into the proc folder:
+
+    cp *.csv {places["proc"]}/
+
+`coco folders {name}` prints it, and the other folders, for your
+configuration. The sensor `import_records_proc_sensor` claims a file once it
+has stayed unchanged for 5 seconds and no program holds it open for writing.
+
+## Read the result
+
+- The records: collection `records` in the database `{name}`, each with `_src`
+  (its file's name) and `_job_id`. `coco config` prints the MongoDB in use.
+- `coco info`: per project the files waiting in proc, the claimed batches, the
+  files in error and the runs of the last 24 hours; `coco runs --project {name}`
+  lists the runs, with their time and why a run failed.
+- Imported files are gzipped into the archive folder
+  `{places["archive"]}/`, one dated folder per run.
+- A file that cannot be imported moves to the error folder
+  `{places["error"]}/`, beside it `<file>.reason.txt` saying why; once fixed,
+  `coco retry {name} <file>` puts it back into proc.
+- In the UI, the asset `{name}/records` ({ui}/assets/{name}/records) lists each
+  import with its files and record counts.
+
+## Test it
 
     source enter_env        # activates .venv, when the project has one
     pytest tests            # the project's tests
@@ -255,28 +307,64 @@ def test_a_csv_file_in_proc_is_imported_into_records_and_archived(tmp_path, mong
 
 
 def init_project(name: str, home: str, venv: bool = False, framework_source: str | None = None,
-                 say: Callable[[str], None] = print, git: bool = True) -> str:
+                 say: Callable[[str], None] = print, git: bool = True,
+                 settings: Settings | None = None) -> str:
     """Create ``<home>/<name>`` (and ``home`` when missing); refuses to overwrite anything.
-    With ``git`` and git on PATH the project becomes its own repository with a first commit of
-    the files written here. ``say`` gets what an operator should read. Returns the project folder."""
+
+    The project's transfer, proc, archive and error folders are created too (0750), and its
+    ``.env`` points `dg dev` and `dagster dev` in it at DAGSTER_HOME, which gets its
+    dagster.yaml when it has none: all from ``settings`` (default: the configuration, with
+    this project's section). With ``git`` and git on PATH the project becomes its own
+    repository with a first commit of the files written here (``.env`` stays out of it).
+    ``say`` gets what an operator should read. Returns the project folder."""
     check_project_name(name)
     home = make_home(os.path.abspath(home), say)
     folder = os.path.join(home, name)
-    files = _files(name)
+    if settings is None:
+        from core4_resources.config import load_config
+
+        settings = load_config(name)
+    places = {**project_places(settings, name), "home": home}
+    files = _files(name, places)
     existing = [rel for rel in files if os.path.exists(os.path.join(folder, rel))]
     if existing:
         raise ProjectError(f"{folder}: refusing to overwrite existing files: {', '.join(existing)}")
+    # The folders first: a folder.root that cannot be written stops here, before any file is.
+    dagster_home_assignment(places["dagster_home"])  # a DAGSTER_HOME no .env can set, too
+    for kind in DATA_FOLDERS:
+        make_dirs(places[kind])
+    instance, written = ensure_instance(settings)
     for rel, text in files.items():
         path = os.path.join(folder, rel)
         make_dirs(os.path.dirname(path))
         with open_new_file(path) as handle:  # 0640 and 0750 exactly, whatever the umask
             handle.write(text.encode("utf-8"))
     say(f"created {folder}")
+    say(f"proc folder {places['proc']}: put the files to import here")
+    say(f"  transfer {places['transfer']}, archive {places['archive']}, error {places['error']}")
+    write_dagster_env(folder, instance)
+    say(f"DAGSTER_HOME {instance}{' (dagster.yaml written)' if written else ''}: "
+        f"dg dev in {folder} keeps its runs there, as coco serve does (set in {DOTENV})")
     if git:
         make_repository(folder, list(files), f"coco init {name}", say)
     if venv:
         make_venv(folder, framework_source)
     return folder
+
+
+DATA_FOLDERS = ("transfer", "proc", "archive", "error")
+
+
+def project_places(settings: Settings, name: str) -> dict[str, str]:
+    """Where the project's files go (its folders as `coco folders NAME` prints them),
+    DAGSTER_HOME and the UI's address: what its README tells."""
+    from core4_resources.folders import FolderResource
+
+    folders = FolderResource.from_settings(settings, name)
+    return {"transfer": folders.transfer_folder(), "proc": folders.proc_folder(),
+            "archive": folders.archive_folder(), "error": folders.error_folder(),
+            "dagster_home": dagster_home(settings),
+            "ui": f"http://{settings.dagster.host}:{settings.dagster.port}"}
 
 
 GIT_FALLBACK_USER = {"user.name": "coco", "user.email": "coco@localhost"}

@@ -1,4 +1,5 @@
-"""workspace.yaml: one Dagster code location per project in folder.home."""
+"""workspace.yaml: one Dagster code location per project in folder.home; beside it a .env that
+points `dagster dev -w workspace.yaml` at the instance `coco serve` uses."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import yaml
 
 from core4_pipelines.coco.discovery import ProjectInfo, discover_projects
+from core4_pipelines.coco.instance import dagster_home, ensure_instance, write_dagster_env
+from core4_resources.config import Settings
 from core4_resources.moves import make_dirs, write_file_atomic
 
 
@@ -51,11 +54,25 @@ def shown_home(home: str, relative_to: str | None) -> str:
     return os.path.abspath(home) if rel.startswith("..") else rel
 
 
-def write_workspace(home: str, path: str, relative: bool = False) -> tuple[list[ProjectInfo], list[str]]:
+def write_workspace(home: str, path: str, relative: bool = False,
+                    settings: Settings | None = None) -> tuple[list[ProjectInfo], list[str]]:
     """Write ``path`` (0o640; missing folders 0o750) for the projects in ``home``;
-    returns the projects and the skipped folders."""
-    relative_to = os.path.dirname(os.path.abspath(path)) if relative else None
-    text, projects, skipped = render_workspace(home, relative_to)
-    make_dirs(os.path.dirname(os.path.abspath(path)))
+    returns the projects and the skipped folders.
+
+    Beside it, ``.env`` sets DAGSTER_HOME (of ``settings``, default: the configuration) and
+    that folder gets its dagster.yaml when it has none, so `dagster dev -w <path>` keeps its
+    runs where `coco serve` keeps them. Not for the workspace coco serve writes into
+    DAGSTER_HOME itself: it passes DAGSTER_HOME to dagster dev.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    text, projects, skipped = render_workspace(home, folder if relative else None)
+    make_dirs(folder)
     write_file_atomic(path, text.encode("utf-8"))
+    if settings is None:
+        from core4_resources.config import load_config
+
+        settings = load_config()
+    if os.path.abspath(dagster_home(settings)) != folder:
+        instance, _ = ensure_instance(settings)
+        write_dagster_env(folder, instance)
     return projects, skipped
