@@ -58,11 +58,13 @@ def test_the_project_is_a_repository_with_one_commit_of_its_files(tmp_path):
     assert "is a repository with a first commit" in done.stdout
     log = git("-C", str(project), "log", "--oneline", env=env).splitlines()
     assert len(log) == 1 and log[0].endswith("coco init sales"), log
-    assert committed_files(project, env) == FILES == written_files(project)
+    # .env (DAGSTER_HOME for dg dev, a path of this machine) is written but never committed.
+    assert committed_files(project, env) == FILES and written_files(project) == sorted([".env", *FILES])
     assert git("-C", str(project), "status", "--porcelain", env=env) == ""
     author = git("-C", str(project), "log", "-1", "--format=%an <%ae>|%cn <%ce>", env=env).strip()
     assert author == "Ada Lovelace <ada@example.org>|Ada Lovelace <ada@example.org>"
-    assert (project / ".gitignore").read_text().splitlines() == [".venv/", "__pycache__/", "*.egg-info/"]
+    assert (project / ".gitignore").read_text().splitlines() == [
+        ".venv/", "__pycache__/", "*.egg-info/", ".env", ".tmp_dagster_home_*/"]
     # What the venv and Python leave in a project is ignored: the tree stays clean.
     (project / ".venv").mkdir()
     (project / ".venv" / "pyvenv.cfg").write_text("x\n")
@@ -123,7 +125,7 @@ def test_without_git_on_path_the_project_is_made_and_says_it_is_no_repository(tm
     assert done.returncode == 0, done.stderr
     assert "git not found: the project is not a repository\n" in done.stdout
     project = tmp_path / "home" / "sales"
-    assert written_files(project) == FILES
+    assert written_files(project) == sorted([".env", *FILES])
     assert not (project / ".git").exists()
 
 
@@ -160,5 +162,5 @@ def test_a_failing_git_leaves_the_files_and_no_half_made_repository(tmp_path):
     assert ("git commit failed (exit 3: fatal: simulated hook refusal): the project's files are written, "
             "but it is not a repository") in done.stdout
     project = tmp_path / "home" / "sales"
-    assert written_files(project) == FILES
+    assert written_files(project) == sorted([".env", *FILES])
     assert not (project / ".git").exists()

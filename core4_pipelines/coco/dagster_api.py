@@ -86,7 +86,9 @@ query Runs($filter: RunsFilter, $limit: Int, $withFailures: Boolean = false) {{
   runsOrError(filter: $filter, limit: $limit) {{
     __typename ... on Runs {{ results {{ {RUN_FIELDS}
       eventConnection @include(if: $withFailures) {{
-        events {{ ... on RunFailureEvent {{ message error {{ message causes {{ message }} }} }} }}
+        events {{ __typename
+          ... on RunFailureEvent {{ message error {{ message causes {{ message }} }} }}
+          ... on ExecutionStepFailureEvent {{ message error {{ message causes {{ message }} }} }} }}
       }}
     }} }}
     ... on InvalidPipelineRunsFilterError {{ message }} ... on PythonError {{ message }}
@@ -305,14 +307,19 @@ class DagsterAPI:
         return result["run"]["runId"]
 
     def runs(
-        self, *, statuses: Iterable[str] = (), tags: Mapping[str, str] | None = None, limit: int = 50
+        self, *, statuses: Iterable[str] = (), tags: Mapping[str, str] | None = None, limit: int = 50,
+        failures: bool = False, run_ids: Iterable[str] = (),
     ) -> list[dict]:
+        """Runs, newest first; with ``failures`` each with its failure events (``eventConnection``:
+        slower, for a listing a person reads, not for scans)."""
         run_filter: dict[str, Any] = {}
         if statuses:
             run_filter["statuses"] = list(statuses)
+        if run_ids:
+            run_filter["runIds"] = list(run_ids)
         if tags:
             run_filter["tags"] = [{"key": k, "value": v} for k, v in tags.items()]
-        result = self.query(RUNS, {"filter": run_filter, "limit": limit})["runsOrError"]
+        result = self.query(RUNS, {"filter": run_filter, "limit": limit, "withFailures": failures})["runsOrError"]
         if result["__typename"] != "Runs":
             raise OperateError(f"cannot list runs: {_problem(result)}")
         return result["results"]

@@ -234,7 +234,10 @@ def _failure_line(run: Mapping) -> str | None:
     """
     if run.get("status") != "FAILURE":
         return None
-    for event in reversed((run.get("eventConnection") or {}).get("events") or ()):
+    events = (run.get("eventConnection") or {}).get("events") or ()
+    # A failed step's own error says more than the run's "Steps failed: [...]".
+    steps = [e for e in events if e.get("__typename") == "ExecutionStepFailureEvent"]
+    for event in [*steps, *reversed(events)]:
         error = event.get("error") or {}
         causes = [cause for cause in error.get("causes") or () if cause.get("message")]
         line = _first_line(causes[-1]["message"] if causes else error.get("message")) or _first_line(
@@ -330,7 +333,13 @@ def cmd_runs(args) -> int:
     runs = api.runs(statuses=statuses, tags=tags, limit=scan)
     if args.project and not tags:
         runs = [r for r in runs if (r.get("repositoryOrigin") or {}).get("repositoryLocationName") == args.project]
-    rows = run_rows(runs[: args.limit])
+    runs = runs[: args.limit]
+    # The failure events only of the failed runs shown: loading events costs per run.
+    failed = [r["runId"] for r in runs if r.get("status") == "FAILURE"]
+    if failed:
+        with_events = {r["runId"]: r for r in api.runs(run_ids=failed, limit=len(failed), failures=True)}
+        runs = [with_events.get(r["runId"], r) for r in runs]
+    rows = run_rows(runs)
     print(format_table(["RUN", "JOB", "STATUS", "CREATED (UTC)", "TIME", "INFO"], rows) if rows else "no runs")
     return 0
 
