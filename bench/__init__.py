@@ -203,7 +203,7 @@ def scratch(prefix: str, parent: str | None = None) -> Iterator[str]:
 
 def folder_resource(root: str, project: str = "bench"):
     """A FolderResource with every folder under ``root``."""
-    from core4_resources.folders import FolderResource
+    from core4_resources.files.folders import FolderResource
 
     return FolderResource.under_root(root, project)
 

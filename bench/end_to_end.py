@@ -30,7 +30,7 @@ import time
 
 from bench import Row, at_least, at_most, csv_bytes, scratch, write_files
 from bench.live import coco_serve
-from core4_pipelines.readers import convert_field
+from core4_pipelines.ingest.readers import convert_field
 
 NAME = "end_to_end"
 TITLE = "end to end through coco serve (sensor -> runs -> MongoDB -> archive)"
@@ -158,7 +158,7 @@ def run(smoke: bool) -> list[Row]:
     import pymongo
 
     from bench.live import write_project
-    from core4_resources.embedded import EmbeddedMongo
+    from core4_resources.mongo.embedded.server import EmbeddedMongo
 
     which = os.environ.get("BENCH_E2E", "large,small").split(",")
     large, small = "large" in which, "small" in which

@@ -46,11 +46,11 @@ def files_for(total: int) -> list[tuple[str, bytes]]:
 
 
 def run(smoke: bool) -> list[Row]:
-    from core4_pipelines.claims import claim_batches
-    from core4_pipelines.jobs import import_job, import_run_config
-    from core4_pipelines.readers import read_csv
-    from core4_resources.embedded import EmbeddedMongo
-    from core4_resources.mongo import MongoResource
+    from core4_pipelines.ingest.claim import claim_batches
+    from core4_pipelines.ingest.job import import_job, import_run_config
+    from core4_pipelines.ingest.readers import read_csv
+    from core4_resources.mongo.embedded.server import EmbeddedMongo
+    from core4_resources.mongo.resource import MongoResource
 
     total = SMOKE_RECORDS if smoke else RECORDS
     files = files_for(total)

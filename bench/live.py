@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from core4_resources.embedded import free_port
+from core4_resources.mongo.embedded.server import free_port
 
 BIN = os.path.dirname(sys.executable)
 READY_QUERY = """

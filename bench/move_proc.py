@@ -10,7 +10,7 @@ import os
 import statistics
 
 from bench import Row, at_most, folder_resource, interleaved, scratch, write_files
-from core4_resources.moves import rename_noreplace, safe_move
+from core4_resources.files.moves import rename_noreplace, safe_move
 
 NAME = "move_proc"
 TITLE = "move_proc, same filesystem, vs os.rename"

@@ -45,8 +45,7 @@ def other_filesystem() -> str | None:
 @contextlib.contextmanager
 def forced_exdev() -> Iterator[None]:
     """Every rename from one folder into another fails with EXDEV, as across filesystems."""
-    from core4_resources import moves
-
+    from core4_resources.files import moves
     real = moves.rename_noreplace
 
     def cross_device(src: str, dst: str) -> None:

@@ -23,7 +23,7 @@ import time
 
 from bench import Row, at_least, at_most, folder_resource, interleaved, scratch
 from bench.sensor_tick import evaluate, fill, make_sensor, scandir_stat, sensor_mongo
-from core4_pipelines.claims import batch_root
+from core4_pipelines.ingest.claim import batch_root
 
 NAME = "sensor_claim"
 TITLE = "sensor tick claiming one batch of 100, vs scandir + stat + 100 renames"

@@ -15,7 +15,7 @@ import statistics
 import dagster as dg
 
 from bench import Row, at_most, folder_resource, interleaved, scratch
-from core4_pipelines.claims import scan_ready
+from core4_pipelines.ingest.claim import scan_ready
 
 NAME = "sensor_tick"
 TITLE = "sensor tick, nothing to claim, vs os.scandir + stat"
@@ -34,9 +34,9 @@ def scandir_stat(folder: str) -> int:
 
 
 def make_sensor(**options) -> dg.SensorDefinition:
-    from core4_pipelines.jobs import import_job
-    from core4_pipelines.readers import read_csv
-    from core4_pipelines.sensors import proc_folder_sensor
+    from core4_pipelines.ingest.job import import_job
+    from core4_pipelines.ingest.readers import read_csv
+    from core4_pipelines.ingest.sensor import proc_folder_sensor
 
     job = import_job("import_bench", read=read_csv, collection="bench")
     return proc_folder_sensor(job, pattern=PATTERN, **options)
@@ -45,8 +45,8 @@ def make_sensor(**options) -> dg.SensorDefinition:
 @contextlib.contextmanager
 def sensor_mongo():
     """The MongoDB a sensor pings before it claims: an embedded server for the benchmark."""
-    from core4_resources.embedded import EmbeddedMongo
-    from core4_resources.mongo import MongoResource
+    from core4_resources.mongo.embedded.server import EmbeddedMongo
+    from core4_resources.mongo.resource import MongoResource
 
     with scratch("sensor_mongo") as root, EmbeddedMongo(os.path.join(root, "mongo")) as server:
         yield MongoResource(mongo_url=server.url, database="bench_sensor")

@@ -24,16 +24,16 @@ for _text in ("is currently in beta", "is currently in preview", "is superseded 
 del _text
 
 if TYPE_CHECKING:
-    from core4_pipelines.components import FileImport, HttpDownload
+    from core4_pipelines.project.components import FileImport, HttpDownload
     from core4_pipelines.cookie import Cookie
-    from core4_pipelines.downloads import download_job, download_to_proc
-    from core4_pipelines.import_assets import collection_key, inbox_key
-    from core4_pipelines.jobs import ImportBatchConfig, import_job, import_run_config
-    from core4_pipelines.project import project_definitions
+    from core4_pipelines.download.job import download_job, download_to_proc
+    from core4_pipelines.ingest.assets import collection_key, inbox_key
+    from core4_pipelines.ingest.job import ImportBatchConfig, import_job, import_run_config
+    from core4_pipelines.project.definitions import project_definitions
     from core4_pipelines.settings import project_resources, project_settings
     from core4_pipelines.properties import job_properties
-    from core4_pipelines.readers import read_csv, read_jsonl
-    from core4_pipelines.runtime import (
+    from core4_pipelines.ingest.readers import read_csv, read_jsonl
+    from core4_pipelines.supervise.runtime import (
         collection,
         cookie,
         core4_op,
@@ -44,40 +44,40 @@ if TYPE_CHECKING:
         progress,
         set_source,
     )
-    from core4_pipelines.sensors import proc_folder_sensor
-    from core4_resources.folders import FolderResource
-    from core4_resources.mongo import MongoResource
+    from core4_pipelines.ingest.sensor import proc_folder_sensor
+    from core4_resources.files.folders import FolderResource
+    from core4_resources.mongo.resource import MongoResource
 
 # public name -> the module that defines it
 _EXPORTS = {
     "Cookie": "core4_pipelines.cookie",
-    "FileImport": "core4_pipelines.components",
-    "HttpDownload": "core4_pipelines.components",
-    "FolderResource": "core4_resources.folders",
-    "ImportBatchConfig": "core4_pipelines.jobs",
-    "MongoResource": "core4_resources.mongo",
-    "collection": "core4_pipelines.runtime",
-    "cookie": "core4_pipelines.runtime",
-    "core4_op": "core4_pipelines.runtime",
-    "defer": "core4_pipelines.runtime",
-    "collection_key": "core4_pipelines.import_assets",
-    "download_job": "core4_pipelines.downloads",
-    "download_to_proc": "core4_pipelines.downloads",
-    "inbox_key": "core4_pipelines.import_assets",
-    "heartbeat": "core4_pipelines.runtime",
-    "import_job": "core4_pipelines.jobs",
-    "import_run_config": "core4_pipelines.jobs",
-    "insert": "core4_pipelines.runtime",
-    "job_config": "core4_pipelines.runtime",
+    "FileImport": "core4_pipelines.project.components",
+    "HttpDownload": "core4_pipelines.project.components",
+    "FolderResource": "core4_resources.files.folders",
+    "ImportBatchConfig": "core4_pipelines.ingest.job",
+    "MongoResource": "core4_resources.mongo.resource",
+    "collection": "core4_pipelines.supervise.runtime",
+    "cookie": "core4_pipelines.supervise.runtime",
+    "core4_op": "core4_pipelines.supervise.runtime",
+    "defer": "core4_pipelines.supervise.runtime",
+    "collection_key": "core4_pipelines.ingest.assets",
+    "download_job": "core4_pipelines.download.job",
+    "download_to_proc": "core4_pipelines.download.job",
+    "inbox_key": "core4_pipelines.ingest.assets",
+    "heartbeat": "core4_pipelines.supervise.runtime",
+    "import_job": "core4_pipelines.ingest.job",
+    "import_run_config": "core4_pipelines.ingest.job",
+    "insert": "core4_pipelines.supervise.runtime",
+    "job_config": "core4_pipelines.supervise.runtime",
     "job_properties": "core4_pipelines.properties",
-    "proc_folder_sensor": "core4_pipelines.sensors",
-    "progress": "core4_pipelines.runtime",
-    "project_definitions": "core4_pipelines.project",
+    "proc_folder_sensor": "core4_pipelines.ingest.sensor",
+    "progress": "core4_pipelines.supervise.runtime",
+    "project_definitions": "core4_pipelines.project.definitions",
     "project_resources": "core4_pipelines.settings",
     "project_settings": "core4_pipelines.settings",
-    "read_csv": "core4_pipelines.readers",
-    "read_jsonl": "core4_pipelines.readers",
-    "set_source": "core4_pipelines.runtime",
+    "read_csv": "core4_pipelines.ingest.readers",
+    "read_jsonl": "core4_pipelines.ingest.readers",
+    "set_source": "core4_pipelines.supervise.runtime",
 }
 
 __all__ = [

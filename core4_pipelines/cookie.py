@@ -13,7 +13,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from core4_pipelines.errors import PipelineError
-from core4_resources.mongo import MongoResource
+from core4_resources.mongo.resource import MongoResource
 
 COOKIE_COLLECTION = "sys.cookie"
 

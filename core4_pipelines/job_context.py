@@ -3,7 +3,7 @@
 Every helper finds the running op through Dagster's current execution context.
 Properties are read with core4's precedence: a run tag ``core4/<name>`` given at
 launch, then the values ``project_definitions`` resolved into the job's metadata,
-then the cascade's ``job.*`` defaults. ``runtime.py`` builds on these (and offers them
+then the cascade's ``job.*`` defaults. ``supervise/runtime.py`` builds on these (and offers them
 under its name too).
 """
 
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from core4_pipelines.errors import JobSettingsError, PipelineError
 from core4_pipelines.properties import JOB_TAG, configured_section, resolved_properties, tag_property
 from core4_pipelines.settings import project_settings
-from core4_resources.job_properties import PROPERTY_NAMES
+from core4_resources.config.job_properties import PROPERTY_NAMES
 
 LAUNCH_TAG_PREFIX = "core4/"              # core4/attempts=5 at launch overrides the job's value
 
@@ -50,7 +50,7 @@ def qualified_job(context: dg.OpExecutionContext | None = None) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _cascade_defaults() -> Mapping[str, Any]:
-    from core4_resources.config import load_config
+    from core4_resources.config.settings import load_config
 
     return dict(load_config().job)
 

@@ -1,11 +1,11 @@
 """core4 job properties: declaring them, validating them and resolving their precedence.
 
 A job's properties come from, highest first: launch-time run tags (``core4/<name>``,
-read at run time by ``runtime.py``), the project's configuration ``jobs.<job>``
+read at run time by ``supervise/runtime.py``), the project's configuration ``jobs.<job>``
 (project yaml, local file, env), the code's declaration (:func:`job_properties`),
 and the ``job.*`` defaults of the cascade. ``project_definitions`` resolves
 them when the code location loads and applies them to the Dagster job: tags,
-a ``RetryPolicy``, metadata; ``triggers.py`` adds the schedule and the chain.
+a ``RetryPolicy``, metadata; ``supervise/triggers.py`` adds the schedule and the chain.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import dagster as dg
 
 from core4_pipelines.errors import JobSettingsError
 from core4_pipelines.tags import CHAIN_TAG, JOB_TAG, MAX_RUNTIME_TAG, PRIORITY_TAG, TAG_PREFIX
-from core4_resources.config import Settings
-from core4_resources.job_properties import PROPERTY_NAMES, JobProperties, check_value
+from core4_resources.config.settings import Settings
+from core4_resources.config.job_properties import PROPERTY_NAMES, JobProperties, check_value
 
 # Job metadata.
 DECLARED_METADATA = "core4/declared"   # what the code declared

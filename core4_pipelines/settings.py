@@ -1,6 +1,6 @@
 """A project's configuration and resources: what every part of the library may ask for.
 
-Below the project's wiring (``project.py``) and the job's run-time view (``job_context.py``),
+Below the project's wiring (``project/definitions.py``) and the job's run-time view (``job_context.py``),
 so that both can use it without importing each other.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import dagster as dg
 
-from core4_resources.config import Settings, load_config
-from core4_resources.folders import FolderResource
-from core4_resources.mongo import MongoResource
+from core4_resources.config.settings import Settings, load_config
+from core4_resources.files.folders import FolderResource
+from core4_resources.mongo.resource import MongoResource
 
 
 def _package_yaml(project: str) -> str | None:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from core4_resources.config import LoggingSettings
+    from core4_resources.config.settings import LoggingSettings
 
 LIBRARY_LOGGERS = ("core4_pipelines", "core4_resources")
 HANDLER_NAME = "core4"
@@ -96,11 +96,11 @@ class MongoLogHandler(logging.Handler):
         self._paused_until = 0.0
 
     def _open(self):
-        from core4_resources.mongo import NO_URL_MESSAGE, MongoResource
+        from core4_resources.mongo.resource import NO_URL_MESSAGE, MongoResource
 
         url, database, embedded = self.mongo_url, self.database, {}
         if database is None:
-            from core4_resources.config import load_config
+            from core4_resources.config.settings import load_config
 
             config = load_config()
             url, database = config.logging.mongo_url, config.logging.mongo_database

@@ -37,7 +37,7 @@ def no_stale_defs_state_storage():
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory):
     """The real embedded MongoDB-wire server, over TCP on 127.0.0.1, stopped at the end."""
-    from core4_resources.embedded import EmbeddedMongo
+    from core4_resources.mongo.embedded.server import EmbeddedMongo
 
     with EmbeddedMongo(tmp_path_factory.mktemp("mongo-data")) as server:
         yield server
@@ -51,7 +51,7 @@ def mongo_url(mongo_server) -> str:
 @pytest.fixture
 def mongo(mongo_server):
     """A MongoResource on a fresh database, dropped afterwards."""
-    from core4_resources.mongo import MongoResource
+    from core4_resources.mongo.resource import MongoResource
 
     resource = MongoResource(mongo_url=mongo_server.url, database=f"test_{uuid.uuid4().hex[:12]}")
     yield resource

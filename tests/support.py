@@ -30,11 +30,11 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from core4_pipelines.claims import claim_batches, scan_ready
-from core4_pipelines.jobs import BATCH_TAG, import_job, import_run_config
+from core4_pipelines.ingest.claim import claim_batches, scan_ready
+from core4_pipelines.ingest.job import BATCH_TAG, import_job, import_run_config
 from core4_pipelines.properties import job_properties
-from core4_pipelines.readers import read_csv
-from core4_resources.folders import FolderResource
+from core4_pipelines.ingest.readers import read_csv
+from core4_resources.files.folders import FolderResource
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)

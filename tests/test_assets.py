@@ -11,15 +11,15 @@ import pytest
 from pydantic import BaseModel, Field
 from support import archived, claim_all, csv_rows, put, run_import, tick
 
-from core4_pipelines.downloads import download_job, download_to_proc
+from core4_pipelines.download.job import download_job, download_to_proc
 from core4_pipelines.errors import JobSettingsError
-from core4_pipelines.import_assets import REJECTED_CHECK
-from core4_pipelines.jobs import import_job
-from core4_pipelines.project import project_definitions
-from core4_pipelines.readers import read_csv
-from core4_pipelines.sensors import proc_folder_sensor
-from core4_resources.folders import FolderResource
-from core4_resources.mongo import MongoResource
+from core4_pipelines.ingest.assets import REJECTED_CHECK
+from core4_pipelines.ingest.job import import_job
+from core4_pipelines.project.definitions import project_definitions
+from core4_pipelines.ingest.readers import read_csv
+from core4_pipelines.ingest.sensor import proc_folder_sensor
+from core4_resources.files.folders import FolderResource
+from core4_resources.mongo.resource import MongoResource
 
 BAD_CSV = b"id,tag,value\n1,a,1.0\n2,b\n"  # record 2 has a missing field
 
@@ -208,7 +208,7 @@ def test_the_scaffolds_record_model_switched_on_refuses_a_bad_row(tmp_path, monk
     import importlib
 
     from core4_pipelines.coco.scaffold import init_project
-    from core4_pipelines.import_assets import assets_of
+    from core4_pipelines.ingest.assets import assets_of
 
     folder = init_project("shopmodel", str(tmp_path / "home"), say=lambda _: None, git=False)
     defs_yaml = os.path.join(folder, "shopmodel", "defs", "records", "defs.yaml")
@@ -232,7 +232,7 @@ def test_the_scaffolds_record_model_switched_on_refuses_a_bad_row(tmp_path, monk
 
 
 def test_materialize_without_a_batch_imports_what_waits_in_the_inbox(folders, mongo):
-    from core4_pipelines.jobs import BATCH_TAG
+    from core4_pipelines.ingest.job import BATCH_TAG
 
     job = import_job("import_things", read=read_csv, collection="things", project="demo", pattern=r".*\.csv$")
     resources = {"folders": folders, "mongo": mongo}

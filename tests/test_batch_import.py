@@ -6,8 +6,8 @@ import os
 
 from support import STARTED, csv_rows, put
 
-from core4_pipelines.batch_import import finish_batch, write_batch_records
-from core4_pipelines.readers import read_csv
+from core4_pipelines.ingest.write import finish_batch, write_batch_records
+from core4_pipelines.ingest.readers import read_csv
 
 BATCH = "20240101T000000-0123abcd"
 

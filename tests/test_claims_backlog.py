@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from core4_pipelines.claims import batch_files, claim_batches, grown_batch_size, scan_ready
+from core4_pipelines.ingest.claim import batch_files, claim_batches, grown_batch_size, scan_ready
 
 
 def fill(folder, sizes: list[int]) -> None:
@@ -47,7 +47,7 @@ def test_a_grown_batch_stops_at_its_byte_bound_a_configured_one_never(tmp_path):
 def test_one_tick_claims_a_backlog_of_many_ticks_each_file_once(folders, mongo):
     from support import JOB, tick
 
-    from core4_pipelines.sensors import proc_folder_sensor
+    from core4_pipelines.ingest.sensor import proc_folder_sensor
 
     proc = folders.proc_folder()
     fill(proc, [10] * 3000)
@@ -67,7 +67,7 @@ def test_one_tick_claims_a_backlog_of_many_ticks_each_file_once(folders, mongo):
 def test_a_file_unchanged_since_long_is_ready_at_first_sight_a_fresh_one_waits(tmp_path):
     import time
 
-    from core4_pipelines.writers import StabilityTracker
+    from core4_pipelines.ingest.ready import StabilityTracker
 
     proc = str(tmp_path / "proc")
     fill(proc, [10, 10])

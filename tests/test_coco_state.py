@@ -12,7 +12,7 @@ import yaml
 
 from core4_pipelines.coco import control, info
 from core4_pipelines.coco.state import ServeState, read_state, remove_state, served_url, write_state
-from core4_resources.config import load_config
+from core4_resources.config.settings import load_config
 from core4_resources.errors import ConfigError
 
 
@@ -27,10 +27,10 @@ def test_graphql_documents_are_valid_for_this_dagster():
 
 
 def test_info_names_what_the_library_names():
-    from core4_pipelines.claims import BATCH_DIR
-    from core4_pipelines.jobs import BATCH_TAG
-    from core4_pipelines.runtime import STATE_TAG
-    from core4_resources.folders import REASON_SUFFIX
+    from core4_pipelines.ingest.claim import BATCH_DIR
+    from core4_pipelines.ingest.job import BATCH_TAG
+    from core4_pipelines.supervise.runtime import STATE_TAG
+    from core4_resources.files.folders import REASON_SUFFIX
 
     assert (info.BATCH_DIR, info.BATCH_TAG, info.STATE_TAG, info.REASON_SUFFIX) == (
         BATCH_DIR, BATCH_TAG, STATE_TAG, REASON_SUFFIX)

@@ -19,7 +19,7 @@ import pymongo
 import pytest
 from support import archived, claim_all, event_log_text, make_folders, put, walk_files
 
-from core4_resources.mongo import MongoResource
+from core4_resources.mongo.resource import MongoResource
 
 CSV = "city;celsius\nberlin;21.5\nkoeln;19\n"
 MODEL = """
@@ -340,7 +340,7 @@ def test_a_download_streams_every_file_into_proc_and_produces_the_inbox(project,
         assert server.token.encode() not in open(path, "rb").read()
     # The import reads what the download delivered.
     (batch,) = claim_all(folders)
-    from core4_pipelines.jobs import import_run_config
+    from core4_pipelines.ingest.job import import_run_config
 
     job = defs.get_job_def("import_readings")
     assert job.execute_in_process(run_config=import_run_config(job, batch), instance=instance).success
@@ -407,7 +407,7 @@ def test_a_missing_environment_variable_fails_the_run_naming_it(project, server,
 def test_templates_take_the_runs_date_and_the_urls_name():
     from datetime import datetime, timezone
 
-    from core4_pipelines.http_fetch import DownloadError, render, run_date
+    from core4_pipelines.download.http import DownloadError, render, run_date
 
     due = run_date({"dagster/scheduled_execution_time": "2024-03-05T06:00:00+00:00"})
     assert due == datetime(2024, 3, 5, 6, tzinfo=timezone.utc)

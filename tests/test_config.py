@@ -8,8 +8,8 @@ import textwrap
 import pydantic
 import pytest
 
-from core4_resources import config_sources
-from core4_resources.config import load_config, mask_url
+from core4_resources.config import sources as config_sources
+from core4_resources.config.settings import load_config, mask_url
 from core4_resources.errors import ConfigError
 
 PACKAGED = f"packaged defaults ({config_sources.PACKAGED_PATH})"

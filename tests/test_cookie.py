@@ -13,9 +13,9 @@ import pytest
 
 from core4_pipelines.cookie import Cookie
 from core4_pipelines.errors import PipelineError
-from core4_pipelines.project import project_definitions
-from core4_pipelines.runtime import cookie
-from core4_resources.mongo import MongoResource
+from core4_pipelines.project.definitions import project_definitions
+from core4_pipelines.supervise.runtime import cookie
+from core4_resources.mongo.resource import MongoResource
 
 
 def test_get_set_inc_delete(mongo):
@@ -62,7 +62,7 @@ INCREMENTER = textwrap.dedent(
     """
     import os, sys, time
     from core4_pipelines.cookie import Cookie
-    from core4_resources.mongo import MongoResource
+    from core4_resources.mongo.resource import MongoResource
 
     url, database, barrier, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     jar = Cookie(MongoResource(mongo_url=url, database=database), "shop.crawl")

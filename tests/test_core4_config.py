@@ -8,7 +8,7 @@ import test_config
 from test_config import error_of, write
 
 from core4_pipelines.coco.cli import main
-from core4_resources.config import load_config
+from core4_resources.config.settings import load_config
 
 local = test_config.local  # the fixture: write the local file, point CORE4_CONFIG at it
 

@@ -25,7 +25,7 @@ from core4_pipelines.coco.errors import OperateError
 from core4_pipelines.coco.instance import DOTENV, write_dagster_env
 from core4_pipelines.coco.operate import run_rows
 from core4_pipelines.errors import PipelineError
-from core4_resources.embedded import free_port
+from core4_resources.mongo.embedded.server import free_port
 
 START_TIMEOUT = 240  # dagster dev loads its code locations in processes of their own, on 2 cores
 
@@ -67,7 +67,7 @@ def serving(command: list[str], cwd, env: dict[str, str], log_path) -> DagsterAP
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # children that outlived dagster dev
         process.wait(10)
-        subprocess.run([sys.executable, "-m", "core4_resources.embedded_root", "stop"], env=env,
+        subprocess.run([sys.executable, "-m", "core4_resources.mongo.embedded.root", "stop"], env=env,
                        capture_output=True, timeout=60, check=False)
 
 
@@ -194,7 +194,7 @@ def test_the_repositorys_env_points_its_workspace_at_the_default_dagster_home(mo
     from dagster._core.secrets.env_file import get_env_var_dict
 
     from core4_pipelines.coco.instance import dagster_home
-    from core4_resources.config import load_config
+    from core4_resources.config.settings import load_config
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     assert os.path.isfile(os.path.join(REPO, "workspace.yaml"))

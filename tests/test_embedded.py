@@ -7,8 +7,8 @@ import os
 import pymongo
 import pytest
 
-from core4_resources import embedded
-from core4_resources.embedded import EmbeddedMongo, find_server_executable, free_port
+from core4_resources.mongo.embedded import server as embedded
+from core4_resources.mongo.embedded.server import EmbeddedMongo, find_server_executable, free_port
 from core4_resources.errors import EmbeddedMongoError
 
 

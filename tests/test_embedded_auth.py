@@ -11,8 +11,8 @@ import pymongo
 import pytest
 from pymongo.errors import OperationFailure
 
-from core4_resources.config import mask_url
-from core4_resources.embedded import (
+from core4_resources.config.settings import mask_url
+from core4_resources.mongo.embedded.server import (
     Credentials,
     EmbeddedMongo,
     read_credentials,

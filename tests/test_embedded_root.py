@@ -17,8 +17,8 @@ import textwrap
 import pymongo
 import pytest
 
-from core4_resources.embedded_root import embedded_status, ensure_embedded, root_server, stop_embedded
-from core4_resources.embedded_state import ServerState, read_state, write_state
+from core4_resources.mongo.embedded.root import embedded_status, ensure_embedded, root_server, stop_embedded
+from core4_resources.mongo.embedded.state import ServerState, read_state, write_state
 from support import BIN, REPO
 
 DEMO = os.path.join(REPO, "projects", "demo")
@@ -56,7 +56,7 @@ def _ensure_in_subprocess(root, count: int) -> list[str]:
     """``count`` processes calling ensure_embedded(root) at the same moment; their URLs."""
     script = textwrap.dedent("""
         import sys, time
-        from core4_resources.embedded_root import ensure_embedded
+        from core4_resources.mongo.embedded.root import ensure_embedded
         while time.time() < float(sys.argv[2]):  # one start line for all
             time.sleep(0.005)
         print(ensure_embedded(sys.argv[1]))
@@ -163,7 +163,7 @@ def test_dagster_job_execute_imports_into_the_embedded_default(root, tmp_path):
             sys.path.insert(0, sys.argv[2])
             from support import claim_all, make_folders
             from demo.definitions import defs
-            from core4_pipelines.jobs import import_run_config
+            from core4_pipelines.ingest.job import import_run_config
             (batch_id,) = claim_all(make_folders(sys.argv[1]))
             print(json.dumps(import_run_config(defs.resolve_job_def("import_readings"), batch_id)))
         """), str(root), os.path.join(REPO, "tests")],
@@ -195,8 +195,8 @@ def _env(root, tmp_path) -> dict[str, str]:
 
 
 def test_a_resource_from_settings_without_mongo_url_uses_the_embedded_server(root, monkeypatch):
-    from core4_resources.config import load_config
-    from core4_resources.mongo import MongoResource
+    from core4_resources.config.settings import load_config
+    from core4_resources.mongo.resource import MongoResource
 
     monkeypatch.setenv("CORE4_OPTION_folder__root", str(root))
     mongo = MongoResource.from_settings(load_config())
@@ -236,8 +236,8 @@ def test_coco_config_prints_the_embedded_url_masked(root):
 
 def test_coco_serve_starts_the_root_server_on_the_configured_port(tmp_path, monkeypatch):
     from core4_pipelines.coco.serve import embedded_mongo_for
-    from core4_resources.config import load_config
-    from core4_resources.embedded import free_port
+    from core4_resources.config.settings import load_config
+    from core4_resources.mongo.embedded.server import free_port
 
     port = free_port()
     monkeypatch.setenv("CORE4_OPTION_folder__root", str(tmp_path / "root"))

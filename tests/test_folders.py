@@ -14,9 +14,9 @@ import dagster as dg
 import pytest
 from support import STARTED, make_folders, mode_of, read, write
 
-from core4_resources import fileops, moves
+from core4_resources.files import fileops, moves
 from core4_resources.errors import ConfigError, FolderError
-from core4_resources.folders import (
+from core4_resources.files.folders import (
     FolderResource,
     SourceMissingError,
     is_hidden,
@@ -489,7 +489,7 @@ def test_from_settings(tmp_path):
 
 
 def test_from_loaded_configuration(tmp_path, isolated_config):
-    from core4_resources.config import load_config
+    from core4_resources.config.settings import load_config
 
     isolated_config.write_text(
         f"folder:\n  root: {tmp_path}/c4\n  archive: /srv/archive\njob:\n  compress_level: 2\n"

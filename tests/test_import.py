@@ -10,9 +10,9 @@ import dagster as dg
 import pytest
 from support import archived, claim_all, csv_rows, put, read, run_import
 
-from core4_pipelines.claims import batch_root
-from core4_pipelines.jobs import download_to_proc, import_job
-from core4_pipelines.readers import read_csv
+from core4_pipelines.ingest.claim import batch_root
+from core4_pipelines.ingest.job import download_to_proc, import_job
+from core4_pipelines.ingest.readers import read_csv
 
 
 def test_batch_imported_stamped_and_archived(folders, mongo):
@@ -46,7 +46,7 @@ def test_reexecution_of_a_partly_imported_batch_does_not_duplicate(folders, mong
     (batch_id,) = claim_all(folders)
     # A first attempt that wrote a.csv's records and died before archiving anything:
     # simulate by running an import of only a.csv's records, leaving both files claimed.
-    from core4_pipelines.jobs import _records_with_ids
+    from core4_pipelines.ingest.job import _records_with_ids
 
     folder = os.path.join(batch_root(folders.proc_folder()), batch_id)
     mongo.insert_stamped(
@@ -100,8 +100,8 @@ def test_reader_failing_midway_leaves_no_partial_records(folders, mongo):
 
 
 def test_unreachable_mongo_fails_the_run_and_keeps_the_file_claimed(folders, mongo_server):
-    from core4_resources.embedded import free_port
-    from core4_resources.mongo import MongoResource
+    from core4_resources.mongo.embedded.server import free_port
+    from core4_resources.mongo.resource import MongoResource
 
     dead = MongoResource(mongo_url=f"mongodb://user:pw123@127.0.0.1:{free_port()}", database="x",
                          server_selection_timeout_ms=500)
@@ -153,7 +153,7 @@ def test_a_second_run_of_a_batch_being_imported_is_refused(folders, mongo):
 
 
 def test_an_import_beats_its_heartbeat_while_it_writes(folders, mongo):
-    from core4_pipelines.runtime import HEARTBEAT_TAG
+    from core4_pipelines.supervise.runtime import HEARTBEAT_TAG
 
     put(folders.proc_folder(), "a.csv", csv_rows(3))
     (batch_id,) = claim_all(folders)

@@ -17,9 +17,9 @@ import pytest
 from support import archived, claim_all, put, run_import
 
 from core4_pipelines.errors import RecordError
-from core4_pipelines.readers import check_field_names, read_csv
-from core4_resources import config_sources
-from core4_resources.config import load_config
+from core4_pipelines.ingest.readers import check_field_names, read_csv
+from core4_resources.config import sources as config_sources
+from core4_resources.config.settings import load_config
 from core4_resources.errors import ConfigError
 
 
@@ -196,7 +196,7 @@ def alias_bomb(levels: int = 9, width: int = 9) -> str:
 LOAD_BOUNDED = """
 import resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-from core4_resources.config import load_config
+from core4_resources.config.settings import load_config
 start = time.monotonic()
 try:
     load_config()

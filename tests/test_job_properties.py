@@ -13,9 +13,9 @@ from pydantic import BaseModel
 from support import declared_job
 
 from core4_pipelines.errors import JobSettingsError, PipelineError
-from core4_pipelines.project import project_definitions
+from core4_pipelines.project.definitions import project_definitions
 from core4_pipelines.properties import resolved_properties
-from core4_pipelines.runtime import (
+from core4_pipelines.supervise.runtime import (
     SOURCES_TAG,
     defer,
     insert,
@@ -189,9 +189,9 @@ def test_job_reads_its_own_section_typed(project, instance):
 
 
 def test_import_job_properties_reach_the_job_its_sensor_starts(project):
-    from core4_pipelines.jobs import import_job
-    from core4_pipelines.readers import read_csv
-    from core4_pipelines.sensors import proc_folder_sensor
+    from core4_pipelines.ingest.job import import_job
+    from core4_pipelines.ingest.readers import read_csv
+    from core4_pipelines.ingest.sensor import proc_folder_sensor
 
     job = import_job("load_csv", read=read_csv, collection="rows", properties={"attempts": 3, "max_parallel": 2})
     defs = project_definitions(project("shop11"), sensors=[proc_folder_sensor(job)])
@@ -206,7 +206,7 @@ def test_import_job_properties_reach_the_job_its_sensor_starts(project):
 
 def test_one_model_checks_every_source_with_the_same_words(project, monkeypatch):
     from core4_pipelines.properties import tag_property
-    from core4_resources.config import load_config
+    from core4_resources.config.settings import load_config
     from core4_resources.errors import ConfigError
 
     words = "attempts expected an integer >= 1, got 0"
@@ -224,9 +224,9 @@ def test_one_model_checks_every_source_with_the_same_words(project, monkeypatch)
 def test_each_default_is_written_once():
     """The cascade's job.* values (packaged core4.yaml) are the defaults of exactly the properties
     the model leaves without one; the model holds the rest."""
-    from core4_resources.config import JobSection
-    from core4_resources.config_sources import PACKAGED_PATH
-    from core4_resources.job_properties import JobProperties
+    from core4_resources.config.settings import JobSection
+    from core4_resources.config.sources import PACKAGED_PATH
+    from core4_resources.config.job_properties import JobProperties
 
     packaged = set(yaml.safe_load(PACKAGED_PATH.read_text())["job"])
     required = {name for name, field in JobProperties.model_fields.items() if field.is_required()}

@@ -25,8 +25,8 @@ from support import declared_job, make_project
 
 from core4_pipelines.coco.instance import instance_config, write_instance
 from core4_pipelines.coco.probe import collect_job_limits
-from core4_pipelines.project import project_definitions
-from core4_resources.config import load_config
+from core4_pipelines.project.definitions import project_definitions
+from core4_resources.config.settings import load_config
 
 ACTIVE = {dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED}
 
@@ -34,7 +34,7 @@ DEFINITIONS = textwrap.dedent(
     """
     import dagster as dg
     from core4_pipelines import project_definitions
-    from core4_pipelines.jobs import job_properties
+    from core4_pipelines.ingest.job import job_properties
 
     @dg.op
     def fetch():

@@ -9,7 +9,7 @@ import pytest
 from support import declared_job
 
 from core4_pipelines.errors import JobSettingsError
-from core4_pipelines.project import project_definitions
+from core4_pipelines.project.definitions import project_definitions
 
 
 def test_schedule_runs_in_utc_by_default_and_never_overlaps(instance):

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from core4_pipelines.coco.instance import write_instance
-from core4_pipelines.project import project_definitions
-from core4_resources.config import load_config
+from core4_pipelines.project.definitions import project_definitions
+from core4_resources.config.settings import load_config
 from core4_resources.errors import ConfigError
 from core4_resources.logs import HANDLER_NAME, LIBRARY_LOGGERS, MongoLogHandler
 
@@ -84,9 +84,9 @@ def test_level_and_format_apply_to_the_library_loggers(monkeypatch, library_logg
     logger = logging.getLogger("core4_resources")
     handler = next(h for h in logger.handlers if h.get_name() == HANDLER_NAME)
     assert logger.level == logging.WARNING
-    record = logging.makeLogRecord({"name": "core4_resources.folders", "msg": "moved", "levelname": "WARNING",
+    record = logging.makeLogRecord({"name": "core4_resources.files.folders", "msg": "moved", "levelname": "WARNING",
                                     "created": 0.0, "msecs": 0.0})
-    assert handler.format(record) == "1970-01-01 00:00:00,000|WARNING|core4_resources.folders|moved"  # UTC
+    assert handler.format(record) == "1970-01-01 00:00:00,000|WARNING|core4_resources.files.folders|moved"  # UTC
     project_definitions("shoplevel")  # loading again replaces, never adds a handler
     assert [h.get_name() for h in logger.handlers].count(HANDLER_NAME) == 1
 
@@ -102,7 +102,7 @@ def test_an_unusable_format_is_a_configuration_error(monkeypatch):
 def test_without_any_mongo_url_the_log_goes_to_the_embedded_server_of_the_root(monkeypatch, tmp_path):
     import pymongo
 
-    from core4_resources.embedded_root import ensure_embedded, stop_embedded
+    from core4_resources.mongo.embedded.root import ensure_embedded, stop_embedded
 
     root = tmp_path / "root"
     monkeypatch.setenv("CORE4_OPTION_folder__root", str(root))

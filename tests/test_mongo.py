@@ -10,10 +10,10 @@ import traceback
 import pytest
 from bson.errors import InvalidDocument
 
-from core4_resources.embedded import free_port
+from core4_resources.mongo.embedded.server import free_port
 from core4_resources.errors import MongoError
-from core4_resources.config import mask_url
-from core4_resources.mongo import MongoResource, StampedWriteResult
+from core4_resources.config.settings import mask_url
+from core4_resources.mongo.resource import MongoResource, StampedWriteResult
 
 
 def _unreachable(timeout_ms: int = 500) -> MongoResource:
@@ -217,7 +217,7 @@ def test_ping_answers_on_a_live_server(mongo):
 
 
 def test_from_settings_uses_the_project_database_and_the_global_url(tmp_path, isolated_config):
-    from core4_resources.config import load_config
+    from core4_resources.config.settings import load_config
 
     environ = {"CORE4_CONFIG": str(isolated_config),
                "CORE4_OPTION_DEFAULT__mongo_url": "mongodb://core:pw@db.example:27017",

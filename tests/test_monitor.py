@@ -13,8 +13,8 @@ import pytest
 from dagster._core.storage.tags import RUN_KEY_TAG
 from support import declared_job
 
-from core4_pipelines.project import project_definitions
-from core4_pipelines.runtime import (
+from core4_pipelines.project.definitions import project_definitions
+from core4_pipelines.supervise.runtime import (
     DEFER_AT_TAG,
     DEFER_COUNT_TAG,
     DEFER_SINCE_TAG,

@@ -14,12 +14,12 @@ import uuid
 import pytest
 from support import STARTED, mode_of, put, read
 
-from core4_pipelines.clean import _shown, sweep
+from core4_pipelines.supervise.sweep import _shown, sweep
 from core4_pipelines.coco.instance import write_instance
 from core4_pipelines.coco.workspace import write_workspace
-from core4_resources import moves
-from core4_resources.config import load_config
-from core4_resources.folders import (
+from core4_resources.files import moves
+from core4_resources.config.settings import load_config
+from core4_resources.files.folders import (
     NAME_MAX,
     FolderResource,
     derived_name,
@@ -27,7 +27,7 @@ from core4_resources.folders import (
     printable_name,
     write_file_atomic,
 )
-from core4_resources.moves import (
+from core4_resources.files.moves import (
     download_temp_name,
     hidden_temp_name,
     is_move_marker,

@@ -23,7 +23,7 @@ from core4_pipelines.coco.operate import (
     parse_assignments,
     run_rows,
 )
-from core4_resources.embedded import free_port
+from core4_resources.mongo.embedded.server import free_port
 
 OPS = {"fetch": ["copies", "source"], "load": ["source", "batch"], "noop": []}
 

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from core4_pipelines.project import project_definitions
+from core4_pipelines.project.definitions import project_definitions
 from core4_pipelines.settings import mongo_url_env_name
-from core4_resources.mongo import MongoResource
+from core4_resources.mongo.resource import MongoResource
 
 
 @dg.op

@@ -112,8 +112,8 @@ def test_checked_in_workspace_is_what_coco_workspace_writes(tmp_path):
 
 def test_coco_demo_is_download_then_drain_on_the_embedded_mongodb(tmp_path):
     """`make run`'s setting, no mongo_url: one embedded server under folder.root for both steps."""
-    from core4_resources.embedded import EmbeddedMongo
-    from core4_resources.mongo import MongoResource
+    from core4_resources.mongo.embedded.server import EmbeddedMongo
+    from core4_resources.mongo.resource import MongoResource
 
     root = tmp_path / "root"
     done = coco("--root", str(root), "--home", os.path.join(REPO, "projects"), "demo")
@@ -136,7 +136,7 @@ def test_coco_demo_is_download_then_drain_on_the_embedded_mongodb(tmp_path):
 def test_coco_drain_imports_a_new_projects_proc_and_reports_bad_files(home, tmp_path, mongo_server):
     """Any project: one made by `coco init`, whose sensor claims a file only once it stayed
     unchanged for min_age_seconds (5 s): drain ticks until then, imports, archives, reports."""
-    from core4_resources.mongo import MongoResource
+    from core4_resources.mongo.resource import MongoResource
 
     assert coco("--home", str(home), "init", "drained").returncode == 0
     root = tmp_path / "root"

@@ -23,10 +23,10 @@ import dagster as dg
 from support import COCO, REPO, tick
 
 from core4_pipelines.coco.serve import DagsterOutputFilter, OutputForwarder
-from core4_pipelines.jobs import import_job
-from core4_pipelines.monitor import monitor_sensor
-from core4_pipelines.readers import read_csv
-from core4_pipelines.sensors import proc_folder_sensor
+from core4_pipelines.ingest.job import import_job
+from core4_pipelines.supervise.monitor import monitor_sensor
+from core4_pipelines.ingest.readers import read_csv
+from core4_pipelines.ingest.sensor import proc_folder_sensor
 
 BROKEN = b"station,hour,temperature,humidity\nberlin,0,2.1\n"  # line 2: 3 fields of 4
 

@@ -7,7 +7,7 @@ import gzip
 import pytest
 
 from core4_pipelines.errors import RecordError
-from core4_pipelines.readers import read_jsonl
+from core4_pipelines.ingest.readers import read_jsonl
 
 
 def test_objects_become_records_and_blank_lines_are_skipped(tmp_path):

@@ -1,5 +1,5 @@
 """Runs orphaned by a crash: a live worker is left alone, a dead one's run is failed, a run that
-never got its worker is failed -- by `python -m core4_pipelines.recovery`, as `coco serve` runs it."""
+never got its worker is failed -- by `python -m core4_pipelines.supervise.recovery`, as `coco serve` runs it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from core4_pipelines.recovery import RECOVERED_TAG, worker_gone, worker_pid
+from core4_pipelines.supervise.recovery import RECOVERED_TAG, worker_gone, worker_pid
 
 SLEEPER = """
 import sys, time
@@ -33,7 +33,7 @@ with dg.DagsterInstance.get() as instance:
 
 def recover(dagster_home: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "core4_pipelines.recovery", dagster_home],
+        [sys.executable, "-m", "core4_pipelines.supervise.recovery", dagster_home],
         capture_output=True, text=True, timeout=120, check=False,
     )
 
@@ -87,12 +87,12 @@ def test_a_run_that_never_got_a_worker_is_failed_at_start_and_after_the_grace_by
 
 
 def test_recovery_needs_its_argument():
-    done = subprocess.run([sys.executable, "-m", "core4_pipelines.recovery"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "core4_pipelines.supervise.recovery"], capture_output=True, text=True)
     assert done.returncode == 2 and "usage" in done.stderr
 
 
 def test_a_pid_beyond_pid_max_is_gone_and_this_process_is_alive():
-    from core4_pipelines.recovery import _process_start_time
+    from core4_pipelines.supervise.recovery import _process_start_time
 
     assert _process_start_time(2**22 + 12345) is None
     assert time.time() - 3600 * 24 < _process_start_time(os.getpid()) <= time.time()

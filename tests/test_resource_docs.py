@@ -11,10 +11,10 @@ import pymongo
 import pytest
 from pymongo.errors import PyMongoError
 
-from core4_resources.embedded import free_port
+from core4_resources.mongo.embedded.server import free_port
 from core4_resources.errors import MongoError
-from core4_resources.folders import FolderResource
-from core4_resources.mongo import MongoResource
+from core4_resources.files.folders import FolderResource
+from core4_resources.mongo.resource import MongoResource
 
 
 def examples(obj) -> list[str]:
@@ -103,8 +103,8 @@ def test_raise_error_chains_the_cause_unless_it_held_the_password():
 
 def test_the_moved_error_classes_live_in_the_errors_modules():
     from core4_pipelines.coco import errors as operator_errors
-    from core4_resources import errors, folders, moves
-
+    from core4_resources import errors
+    from core4_resources.files import folders, moves
     assert folders.SourceMissingError is moves.SourceMissingError is errors.SourceMissingError
     assert errors.SourceMissingError.__module__ == "core4_resources.errors"
     assert issubclass(errors.SourceMissingError, errors.FolderError)

@@ -12,12 +12,12 @@ import dagster as dg
 import pytest
 from support import JOB, OLD, put, tick
 
-from core4_pipelines.claims import batch_files, batch_root, claim_batches, pending_batches, scan_ready
-from core4_pipelines.jobs import BATCH_TAG, import_job
-from core4_pipelines.readers import read_csv
-from core4_pipelines.runtime import STATE_TAG
-from core4_pipelines.sensors import proc_folder_sensor
-from core4_pipelines.writers import StabilityTracker
+from core4_pipelines.ingest.claim import batch_files, batch_root, claim_batches, pending_batches, scan_ready
+from core4_pipelines.ingest.job import BATCH_TAG, import_job
+from core4_pipelines.ingest.readers import read_csv
+from core4_pipelines.supervise.runtime import STATE_TAG
+from core4_pipelines.ingest.sensor import proc_folder_sensor
+from core4_pipelines.ingest.ready import StabilityTracker
 
 
 def visible(folder: str) -> list[str]:

@@ -14,7 +14,7 @@ import pymongo
 from pymongo.write_concern import WriteConcern
 
 from core4_pipelines.coco.serve import Supervisor
-from core4_resources.embedded import EmbeddedMongo
+from core4_resources.mongo.embedded.server import EmbeddedMongo
 
 STAND_IN = [sys.executable, "-c", "import time; time.sleep(600)"]
 

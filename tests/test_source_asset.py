@@ -13,12 +13,12 @@ import dagster as dg
 import pytest
 from markdown_it import MarkdownIt
 
-from core4_pipelines.downloads import download_job
+from core4_pipelines.download.job import download_job
 from core4_pipelines.errors import JobSettingsError
-from core4_pipelines.import_assets import md_code, md_text
-from core4_pipelines.jobs import import_job
-from core4_pipelines.project import project_definitions
-from core4_pipelines.readers import read_csv
+from core4_pipelines.ingest.assets import md_code, md_text
+from core4_pipelines.ingest.job import import_job
+from core4_pipelines.project.definitions import project_definitions
+from core4_pipelines.ingest.readers import read_csv
 
 REPO = Path(__file__).resolve().parent.parent
 # CommonMark as the UI's renderer reads it (react-markdown with GitHub's tables and strike-through).
@@ -199,7 +199,7 @@ def test_descriptions_render_as_written(demo_defs, yaml_project):
     shown = {what: rendered(text)[0] for what, text in every.items()}
     assert "Files waiting in <proc>/demo/ for their import, delivered by download_samples" in shown[
         "demo asset demo/readings_inbox"]
-    assert rf"matching readings-.*\.csv$ in the project's proc folder" in shown[
+    assert r"matching readings-.*\.csv$ in the project's proc folder" in shown[
         "demo sensor import_readings_proc_sensor"]
     # An import's own inbox, with no download: the pattern keeps its backslash.
     external = project_definitions("demo", jobs=[import_job("import_x", read=read_csv, collection="x",

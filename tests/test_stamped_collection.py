@@ -7,11 +7,11 @@ import pytest
 from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 
 from core4_pipelines import collection as exported_collection
-from core4_pipelines.project import project_definitions
-from core4_pipelines.runtime import collection, set_source
+from core4_pipelines.project.definitions import project_definitions
+from core4_pipelines.supervise.runtime import collection, set_source
 from core4_resources.errors import MongoError
-from core4_resources.mongo import MongoResource
-from core4_resources.stamped import StampedCollection
+from core4_resources.mongo.resource import MongoResource
+from core4_resources.mongo.stamped import StampedCollection
 
 
 @dg.op

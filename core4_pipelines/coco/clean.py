@@ -1,4 +1,4 @@
-"""`coco clean`: the sweep of stale hidden in-flight files (``core4_pipelines.clean``), run by hand.
+"""`coco clean`: the sweep of stale hidden in-flight files (``core4_pipelines.supervise.sweep``), run by hand.
 
 The sweep and its defaults live in the library (Dagster with them): imported when the
 command runs, so `coco` itself starts without Dagster.
@@ -17,8 +17,8 @@ def settings_roots(settings) -> list[str]:
 
 
 def cmd_clean(args) -> int:
-    from core4_pipelines.clean import DEFAULT_OLDER_THAN, _shown, sweep
-    from core4_resources.config import load_config
+    from core4_pipelines.supervise.sweep import DEFAULT_OLDER_THAN, _shown, sweep
+    from core4_resources.config.settings import load_config
 
     older_than = DEFAULT_OLDER_THAN if args.older_than is None else args.older_than
     report = sweep(settings_roots(load_config()), older_than, apply=args.apply)
@@ -39,6 +39,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "hidden partial copies, move markers and empty batch folders older than --older-than.",
     )
     p.add_argument("--older-than", type=float, default=None, metavar="SECONDS",
-                   help="only items at least this old (default 3600: core4_pipelines.clean.DEFAULT_OLDER_THAN)")
+                   help="only items at least this old (default 3600: core4_pipelines.supervise.sweep.DEFAULT_OLDER_THAN)")
     p.add_argument("--apply", action="store_true", help="remove and finish; without it, only list")
     p.set_defaults(run=cmd_clean)

@@ -14,7 +14,7 @@ ROOT_ENV = "CORE4_OPTION_folder__root"
 
 
 def _settings(project: str | None = None):
-    from core4_resources.config import load_config
+    from core4_resources.config.settings import load_config
 
     return load_config(project)
 
@@ -35,7 +35,7 @@ def cmd_config(args) -> int:
         value = json.dumps(flat[key]) if not isinstance(flat[key], str) else flat[key]
         print(f"{key:<{width}}  {value}    # {settings.sources.get(key, '?')}")
     if not ((settings.project and settings.project.mongo_url) or settings.mongo_url):
-        from core4_resources.embedded_root import embedded_status
+        from core4_resources.mongo.embedded.root import embedded_status
 
         url, pid = embedded_status(settings.folder.root, settings.embedded.port)
         state = f"running, pid {pid}" if pid else "not running: the first process that needs it starts it"
@@ -45,7 +45,7 @@ def cmd_config(args) -> int:
 
 
 def cmd_folders(args) -> int:
-    from core4_resources.folders import FolderResource
+    from core4_resources.files.folders import FolderResource
 
     settings = _settings(args.project)
     folders = FolderResource.from_settings(settings, args.project or "PROJECT")

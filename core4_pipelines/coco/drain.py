@@ -101,7 +101,7 @@ def loaded_project(settings, project: str, say: Callable[[str], None] = print) -
     from core4_pipelines.coco.discovery import load_definitions
     from core4_pipelines.coco.instance import dagster_home, instance_environment, write_instance
     from core4_pipelines.coco.serve import MONGO_URL_ENV, mongo_for
-    from core4_resources.config import mask_url
+    from core4_resources.config.settings import mask_url
 
     home = settings.folder.home
     if not home:
@@ -180,7 +180,7 @@ class _SensorDrain:
     """One proc sensor, its job, where it looks, and what its runs did."""
 
     def __init__(self, defs, sensor, spec: dict):
-        from core4_pipelines.jobs import COLLECTION_METADATA
+        from core4_pipelines.ingest.job import COLLECTION_METADATA
 
         self.sensor = sensor
         self.job = defs.resolve_job_def(sensor.job_name)
@@ -192,7 +192,7 @@ class _SensorDrain:
 
     def left(self) -> int:
         """Files this sensor would still claim, or has claimed and not yet imported."""
-        from core4_pipelines.claims import pending_batches, scan_ready
+        from core4_pipelines.ingest.claim import pending_batches, scan_ready
 
         scan = scan_ready(self.proc, self.pattern, 0)
         return len(scan.ready) + scan.open_for_writing + sum(len(b.files) for b in pending_batches(self.proc))
@@ -248,7 +248,7 @@ def _table_rows(table) -> list[dict]:
 
 
 def _proc_sensors(defs, project: str) -> list[_SensorDrain]:
-    from core4_pipelines.sensors import PROC_SENSOR_METADATA
+    from core4_pipelines.ingest.sensor import PROC_SENSOR_METADATA
 
     drains = []
     for sensor in defs.get_repository_def().sensor_defs:

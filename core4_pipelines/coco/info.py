@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 from core4_pipelines.coco.dagster_api import DagsterAPI
 from core4_pipelines.coco.errors import OperateError
-from core4_resources.config import mask_url
+from core4_resources.config.settings import mask_url
 
-# As the library names them (core4_pipelines.claims.BATCH_DIR, jobs.BATCH_TAG, runtime.STATE_TAG);
+# As the library names them (core4_pipelines.ingest.claim.BATCH_DIR, jobs.BATCH_TAG, runtime.STATE_TAG);
 # repeated here because importing those loads Dagster. tests/test_coco_info.py keeps them equal.
 BATCH_DIR = ".batch"
 BATCH_TAG = "core4/batch"
@@ -144,7 +144,7 @@ def _instigator_text(items) -> str:
 
 def info_lines(settings, api: DagsterAPI | None, state, projects: list[str],
                now: Callable[[], float] = time.time) -> list[str]:
-    from core4_resources.config import load_config
+    from core4_resources.config.settings import load_config
 
     lines = [f"webserver  {api.url if api else '-'}" + ("" if state else "  (no running coco serve recorded here)")]
     mongo = state.mongo_url if state else (mask_url(settings.mongo_url) if settings.mongo_url else
@@ -185,7 +185,7 @@ def info_lines(settings, api: DagsterAPI | None, state, projects: list[str],
 def cmd_info(args) -> int:
     from core4_pipelines.coco.discovery import discover_projects
     from core4_pipelines.coco.state import served_url
-    from core4_resources.config import load_config
+    from core4_resources.config.settings import load_config
 
     settings = load_config()
     url, state = served_url(settings)

@@ -11,9 +11,9 @@ import yaml
 
 from core4_pipelines.errors import PipelineError
 from core4_pipelines.tags import JOB_TAG
-from core4_resources.config import Settings
+from core4_resources.config.settings import Settings
 from core4_resources.logs import python_logs_config
-from core4_resources.moves import make_dirs, write_file_atomic
+from core4_resources.files.moves import make_dirs, write_file_atomic
 
 # The PostgreSQL URL (which may hold a password) is read from this environment
 # variable at run time and never written into dagster.yaml.

@@ -283,7 +283,7 @@ def _api(args) -> DagsterAPI:
     if args.url:
         return DagsterAPI(args.url)
     from core4_pipelines.coco.state import served_url
-    from core4_resources.config import load_config
+    from core4_resources.config.settings import load_config
 
     return DagsterAPI(served_url(load_config())[0])
 
@@ -310,7 +310,7 @@ def _wait(api: DagsterAPI, run_id: str, timeout: float) -> str:
 def cmd_enqueue(args) -> int:
     assignments = parse_assignments(args.arguments)
     if args.local:
-        from core4_resources.config import load_config
+        from core4_resources.config.settings import load_config
 
         run_id, success = enqueue_local(load_config(), args.job, assignments, args.force, _tags(args.tag))
         print(f"{args.job}: run {run_id} {'succeeded' if success else 'failed'} (in-process)")

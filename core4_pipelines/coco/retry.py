@@ -17,15 +17,15 @@ import os
 
 from core4_pipelines.coco.errors import OperateError
 from core4_resources.errors import FolderError
-from core4_resources.names import printable_name
+from core4_resources.files.names import printable_name
 
 # The reason import_files.not_archived writes for a file whose records are in MongoDB.
 _IMPORTED_MARK = "records were imported"
 
 
 def _folders(args):
-    from core4_resources.config import load_config
-    from core4_resources.folders import FolderResource
+    from core4_resources.config.settings import load_config
+    from core4_resources.files.folders import FolderResource
 
     settings = load_config()
     home = settings.folder.home

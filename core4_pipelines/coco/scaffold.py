@@ -18,8 +18,8 @@ from core4_pipelines.coco.instance import (
     write_dagster_env,
 )
 from core4_pipelines.errors import ProjectError
-from core4_resources.config import Settings
-from core4_resources.moves import make_dirs, open_new_file
+from core4_resources.config.settings import Settings
+from core4_resources.files.moves import make_dirs, open_new_file
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 MAX_NAME = 63  # also the project's MongoDB database: those names are shorter than 64 characters
@@ -61,7 +61,7 @@ class _Named:
 
 
 def _config_sections() -> list[str]:
-    from core4_resources.config_sources import PACKAGED_PATH, read_yaml_file
+    from core4_resources.config.sources import PACKAGED_PATH, read_yaml_file
 
     return list(read_yaml_file(PACKAGED_PATH, []) or ())
 
@@ -69,7 +69,7 @@ def _config_sections() -> list[str]:
 def configured_home(environ: Mapping[str, str] | None = None) -> str | None:
     """folder.home as the configuration sets it (packaged, local file, CORE4_OPTION_ variables),
     whether or not that folder exists yet: loading the configuration insists that it does."""
-    from core4_resources.config_sources import PACKAGED_PATH, env_layers, local_config_path, read_yaml_file
+    from core4_resources.config.sources import PACKAGED_PATH, env_layers, local_config_path, read_yaml_file
 
     environ = os.environ if environ is None else environ
     errors: list[str] = []  # the configuration's own problems are load_config's to report
@@ -259,7 +259,7 @@ import dagster as dg
 import pytest
 
 from core4_pipelines import FolderResource, MongoResource
-from core4_resources.embedded import EmbeddedMongo
+from core4_resources.mongo.embedded.server import EmbeddedMongo
 
 from {name}.definitions import defs
 
@@ -321,7 +321,7 @@ def init_project(name: str, home: str, venv: bool = False, framework_source: str
     home = make_home(os.path.abspath(home), say)
     folder = os.path.join(home, name)
     if settings is None:
-        from core4_resources.config import load_config
+        from core4_resources.config.settings import load_config
 
         settings = load_config(name)
     places = {**project_places(settings, name), "home": home}
@@ -358,7 +358,7 @@ DATA_FOLDERS = ("transfer", "proc", "archive", "error")
 def project_places(settings: Settings, name: str) -> dict[str, str]:
     """Where the project's files go (its folders as `coco folders NAME` prints them),
     DAGSTER_HOME and the UI's address: what its README tells."""
-    from core4_resources.folders import FolderResource
+    from core4_resources.files.folders import FolderResource
 
     folders = FolderResource.from_settings(settings, name)
     return {"transfer": folders.transfer_folder(), "proc": folders.proc_folder(),

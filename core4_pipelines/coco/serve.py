@@ -2,7 +2,7 @@
 
 The `coco serve` process itself only supervises its children: it never imports Dagster
 (nor the library's Dagster definitions); what needs Dagster runs in a child process
-(``python -m core4_pipelines.recovery``, the probes, ``dagster dev``). ``mongo_for`` is
+(``python -m core4_pipelines.supervise.recovery``, the probes, ``dagster dev``). ``mongo_for`` is
 also what the in-process verbs (`coco drain`, `coco enqueue --local`) use.
 
 What dagster dev and its processes print passes through coco serve, which leaves out what
@@ -36,9 +36,9 @@ from core4_pipelines.coco.probe import collect_job_limits
 from core4_pipelines.coco.state import ServeState, remove_state, webserver_url, write_state
 from core4_pipelines.coco.workspace import write_workspace
 from core4_pipelines.errors import PipelineError
-from core4_resources.config import Settings, mask_url
-from core4_resources.embedded import EmbeddedMongo
-from core4_resources.embedded_root import root_server
+from core4_resources.config.settings import Settings, mask_url
+from core4_resources.mongo.embedded.server import EmbeddedMongo
+from core4_resources.mongo.embedded.root import root_server
 from core4_resources.errors import EmbeddedMongoError
 
 MONGO_URL_ENV = "CORE4_OPTION_DEFAULT__mongo_url"
@@ -338,7 +338,7 @@ def _fail_orphaned_runs(dagster_home: str, env: dict[str, str], say: Callable[[s
     forever: before Dagster starts, those whose worker is gone are failed (in a process
     of their own: this one does not load Dagster)."""
     done = subprocess.run(
-        [sys.executable, "-m", "core4_pipelines.recovery", dagster_home],
+        [sys.executable, "-m", "core4_pipelines.supervise.recovery", dagster_home],
         env=env, capture_output=True, text=True, check=False,
     )
     for line in done.stdout.splitlines():

@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
-from core4_resources.moves import write_file_atomic
+from core4_resources.files.moves import write_file_atomic
 
 STATE_FILE = "coco-serve.json"
 

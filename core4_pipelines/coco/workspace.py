@@ -9,8 +9,8 @@ import yaml
 
 from core4_pipelines.coco.discovery import ProjectInfo, discover_projects
 from core4_pipelines.coco.instance import dagster_home, ensure_instance, write_dagster_env
-from core4_resources.config import Settings
-from core4_resources.moves import make_dirs, write_file_atomic
+from core4_resources.config.settings import Settings
+from core4_resources.files.moves import make_dirs, write_file_atomic
 
 
 def workspace_entries(projects: list[ProjectInfo], relative_to: str | None = None) -> list[dict]:
@@ -69,7 +69,7 @@ def write_workspace(home: str, path: str, relative: bool = False,
     make_dirs(folder)
     write_file_atomic(path, text.encode("utf-8"))
     if settings is None:
-        from core4_resources.config import load_config
+        from core4_resources.config.settings import load_config
 
         settings = load_config()
     if os.path.abspath(dagster_home(settings)) != folder:

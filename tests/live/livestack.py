@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core4_resources.embedded import free_port, url_with_credentials
+from core4_resources.mongo.embedded.server import free_port, url_with_credentials
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "projects" / "demo" / "demo" / "samples"

@@ -26,7 +26,7 @@ def test_postgres_url_makes_dagster_yaml_use_postgres_through_an_env_var(monkeyp
         instance_environment,
         write_instance,
     )
-    from core4_resources.config import load_config
+    from core4_resources.config.settings import load_config
 
     monkeypatch.setenv("CORE4_OPTION_folder__root", str(tmp_path / "root"))
     monkeypatch.setenv("CORE4_OPTION_dagster__postgres_url", FAKE_URL)

@@ -15,9 +15,9 @@ import pymongo
 import pytest
 from livestack import coco_serve, descendants, drop_into_proc, visible_entries, wait_for
 
-from core4_pipelines.jobs import BATCH_TAG
-from core4_pipelines.recovery import UNFINISHED, worker_pid
-from core4_pipelines.sensors import ATTEMPT_TAG
+from core4_pipelines.ingest.job import BATCH_TAG
+from core4_pipelines.supervise.recovery import UNFINISHED, worker_pid
+from core4_pipelines.ingest.sensor import ATTEMPT_TAG
 
 FILES = 24
 ROWS = 40

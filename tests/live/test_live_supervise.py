@@ -22,7 +22,7 @@ from livestack import BIN, LiveStack, base_env, coco_serve, descendants, wait_fo
 from pymongo.write_concern import WriteConcern
 
 from core4_pipelines.coco.scaffold import init_project
-from core4_resources.embedded import free_port, url_with_credentials
+from core4_resources.mongo.embedded.server import free_port, url_with_credentials
 
 
 def make_tiny_home(home: Path, env: dict[str, str]) -> None:

@@ -10,7 +10,7 @@ import pytest
 from dagster._core.storage.tags import GRPC_INFO_TAG
 from livestack import wait_for
 
-from core4_resources.embedded import free_port
+from core4_resources.mongo.embedded.server import free_port
 
 RUN_ID = re.compile(r"run ([0-9a-f-]{36})")
 RUNS_BY_TAG = """

@@ -20,7 +20,7 @@ import pytest
 from liveprojects import copy_demo
 from livestack import BIN, FINISHED, coco_serve, descendants, drop_into_proc, sensor_to_archive, wait_for
 
-from core4_resources.embedded import free_port
+from core4_resources.mongo.embedded.server import free_port
 
 RUN_ID = re.compile(r"run ([0-9a-f-]{36})")
 SLOTS = 2

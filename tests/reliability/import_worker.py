@@ -15,9 +15,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import dagster as dg  # noqa: E402
 from support import failure_text, make_folders, run_import  # noqa: E402
 
-from core4_pipelines.jobs import import_job  # noqa: E402
-from core4_pipelines.readers import read_csv  # noqa: E402
-from core4_resources.mongo import MongoResource  # noqa: E402
+from core4_pipelines.ingest.job import import_job  # noqa: E402
+from core4_pipelines.ingest.readers import read_csv  # noqa: E402
+from core4_resources.mongo.resource import MongoResource  # noqa: E402
 
 
 def main(settings_path: str) -> int:

@@ -33,9 +33,9 @@ from support import (
     walk_files,
 )
 
-from core4_pipelines.claims import batch_files, batch_root, claim_batches, scan_ready
-from core4_pipelines.sensors import proc_folder_sensor
-from core4_resources import moves
+from core4_pipelines.ingest.claim import batch_files, batch_root, claim_batches, scan_ready
+from core4_pipelines.ingest.sensor import proc_folder_sensor
+from core4_resources.files import moves
 from core4_resources.errors import FolderError
 
 READER_RSS_LIMIT_KB = 64 * 1024
@@ -89,7 +89,7 @@ def _free_bytes(path) -> int:
 READ_AND_MEASURE = """
 import json, resource, sys
 from core4_pipelines.errors import RecordError
-from core4_pipelines.readers import read_csv
+from core4_pipelines.ingest.readers import read_csv
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     message = f"read {sum(1 for _ in read_csv(sys.argv[1]))} records"

@@ -17,10 +17,10 @@ from support import (
     walk_files,
 )
 
-from core4_pipelines.clean import clean_schedule, sweep, sweep_on_sensor_start
-from core4_resources import moves
-from core4_resources.markers import write_move_marker
-from core4_resources.moves import hidden_temp_name, move_marker_path
+from core4_pipelines.supervise.sweep import clean_schedule, sweep, sweep_on_sensor_start
+from core4_resources.files import moves
+from core4_resources.files.markers import write_move_marker
+from core4_resources.files.moves import hidden_temp_name, move_marker_path
 
 
 def leftovers(root) -> dict[str, list[str]]:

@@ -24,9 +24,9 @@ from support import (
     visible_files,
 )
 
-from core4_pipelines import sensors
-from core4_pipelines.claims import batch_files, batch_root, scan_ready
-from core4_pipelines.sensors import proc_folder_sensor
+from core4_pipelines.ingest import sensor as sensors
+from core4_pipelines.ingest.claim import batch_files, batch_root, scan_ready
+from core4_pipelines.ingest.sensor import proc_folder_sensor
 
 FILES = 10_000
 

@@ -31,13 +31,13 @@ from support import (
     visible_files,
 )
 
-from core4_pipelines.claims import pending_batches
-from core4_pipelines.jobs import import_job
-from core4_pipelines.readers import read_csv
-from core4_pipelines.sensors import proc_folder_sensor
-from core4_resources.embedded import EmbeddedMongo
-from core4_resources.folders import FolderResource
-from core4_resources.mongo import MongoResource
+from core4_pipelines.ingest.claim import pending_batches
+from core4_pipelines.ingest.job import import_job
+from core4_pipelines.ingest.readers import read_csv
+from core4_pipelines.ingest.sensor import proc_folder_sensor
+from core4_resources.mongo.embedded.server import EmbeddedMongo
+from core4_resources.files.folders import FolderResource
+from core4_resources.mongo.resource import MongoResource
 
 FILES = 8
 ROWS = 400

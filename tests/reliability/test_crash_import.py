@@ -36,13 +36,13 @@ from support import (
     walk_files,
 )
 
-from core4_pipelines.claims import batch_files, batch_path
-from core4_pipelines.clean import sweep
-from core4_pipelines.jobs import import_job
-from core4_pipelines.readers import read_csv
-from core4_pipelines.jobs import BATCH_TAG
-from core4_pipelines.recovery import RECOVERED_TAG
-from core4_pipelines.sensors import proc_folder_sensor
+from core4_pipelines.ingest.claim import batch_files, batch_path
+from core4_pipelines.supervise.sweep import sweep
+from core4_pipelines.ingest.job import import_job
+from core4_pipelines.ingest.readers import read_csv
+from core4_pipelines.ingest.job import BATCH_TAG
+from core4_pipelines.supervise.recovery import RECOVERED_TAG
+from core4_pipelines.ingest.sensor import proc_folder_sensor
 
 FILES = 10
 ROWS = 1500

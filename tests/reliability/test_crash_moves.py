@@ -42,14 +42,13 @@ from support import (
     visible_files,
 )
 
-from core4_pipelines.clean import sweep
-from core4_resources import archiving, batch_moves, fileops, folder_paths, moves
-
+from core4_pipelines.supervise.sweep import sweep
+from core4_resources.files import archiving, batch_moves, fileops, paths as folder_paths, moves
 OPERATIONS = ("transfer", "proc", "archive", "archive_plain")
 FILESYSTEMS = ("same", "exdev_forced", "exdev_real")
 SIZES = {"small": 40_000, "large": 20 * 1024 * 1024 + 12_345}
 TRACED = {os.path.abspath(m.__file__) for m in (moves, fileops, batch_moves, archiving, folder_paths)} | {
-    os.path.abspath(sys.modules["core4_resources.folders"].__file__),
+    os.path.abspath(sys.modules["core4_resources.files.folders"].__file__),
     os.path.abspath(shutil.__file__), os.path.abspath(sys.modules["gzip"].__file__)}
 COMBOS = [(op, fs, size) for op in OPERATIONS for fs in FILESYSTEMS for size in SIZES]
 

@@ -24,11 +24,11 @@ from support import (
     visible_files,
 )
 
-from core4_pipelines.claims import batch_files, pending_batches
-from core4_pipelines.jobs import BATCH_TAG, import_job
-from core4_pipelines.readers import read_csv
-from core4_pipelines.sensors import proc_folder_sensor
-from core4_resources.folders import FolderResource, printable_name
+from core4_pipelines.ingest.claim import batch_files, pending_batches
+from core4_pipelines.ingest.job import BATCH_TAG, import_job
+from core4_pipelines.ingest.readers import read_csv
+from core4_pipelines.ingest.sensor import proc_folder_sensor
+from core4_resources.files.folders import FolderResource, printable_name
 
 JOB = import_job("import_things", read=read_csv, collection="things", properties={"error_time": 0})
 

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from core4_pipelines import FolderResource, MongoResource
-from core4_resources.embedded import EmbeddedMongo
+from core4_resources.mongo.embedded.server import EmbeddedMongo
 from demo.definitions import defs
 
 

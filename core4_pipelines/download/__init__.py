@@ -1,0 +1,2 @@
+"""Downloads: download_job and download_to_proc (job), and the sources: http.
+"""

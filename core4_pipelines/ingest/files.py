@@ -1,0 +1,158 @@
+"""One file of a batch: its records written, then the file moved on.
+
+The import writes every file of a batch (``batch_import.write_batch_records``), makes the
+batch's writes durable once, and only then moves each file on (:func:`finish_file`): to the
+archive, to the error folder with the reason, or back to proc when a writer was still
+at it. Records get deterministic ``_id``s, so a retry never duplicates a document.
+"""
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from core4_pipelines.errors import RecordError
+from core4_pipelines.ingest.readers import check_field_names
+from core4_pipelines.ingest.record_model import Converter
+from core4_resources.files.folders import FolderResource, printable_name
+from core4_resources.mongo.resource import MongoResource
+
+Reader = Callable[[str], Iterable[Mapping[str, Any]]]
+
+
+@dataclass
+class FileOutcome:
+    name: str
+    bytes: int
+    records: int = 0
+    duplicates: int = 0
+    archive: str | None = None  # where it went: archive, error folder or back to proc
+    error: str | None = None  # content error: the file goes to the error folder
+    changed: str | None = None  # still being written: its records removed, the file back to proc
+    vanished: bool = False  # removed from the batch by someone else before it was imported
+    kept: str | None = None  # not moved on for a passing reason: stays for the batch's next run
+
+    @property
+    def is_imported(self) -> bool:
+        return not (self.error or self.changed or self.vanished or self.kept)
+
+
+def record_id(batch_id: str, name: str, position: int) -> str:
+    """The deterministic ``_id`` of a file's record: the same on every retry of the batch."""
+    return f"{batch_id}/{name}#{position}"
+
+
+def _records_with_ids(read: Reader, path: str, batch_id: str, name: str, convert: Converter | None = None):
+    # A reader's own _ids are checked for repeats within the file: the import ignores
+    # duplicate keys (they are an earlier attempt's writes), so a repeat inside one
+    # file would otherwise vanish silently.
+    own_ids: dict[str, int] = {}
+    checked_keys: tuple = ()
+    for position, record in enumerate(read(path)):
+        if not isinstance(record, Mapping):
+            raise RecordError(
+                f"{path}: record {position} is a {type(record).__name__}, expected a mapping"
+            )
+        document = convert(record, position, printable_name(path)) if convert else dict(record)
+        keys = tuple(document)
+        if keys != checked_keys:  # records of one file mostly share their keys: checked once
+            check_field_names(keys, f"{printable_name(path)}: record {position}")
+            checked_keys = keys
+        if "_id" in document:
+            first = own_ids.setdefault(repr(document["_id"]), position)
+            if first != position:
+                raise RecordError(f"{path}: record {position}: _id {document['_id']!r} repeats record {first}")
+        else:
+            document["_id"] = record_id(batch_id, name, position)
+        yield document
+
+
+@contextlib.contextmanager
+def _batch_lock(folder: str, batch_id: str):
+    """Hold the batch for this run: a second run of the same batch (a re-execution
+    started while the first still runs) is refused with a clear message."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:  # already imported: nothing to hold
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise dg.Failure(
+                f"batch {batch_id} is being imported by another run; wait for it to finish",
+                allow_retries=False,
+            ) from None
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _remove_partial(mongo: MongoResource, collection: str, batch_id: str, shown: str, run_id: str):
+    """Delete what a failed or discarded read of one file had already written."""
+    prefix = re.escape(f"{batch_id}/{shown}#")
+    mongo.collection(collection).delete_many(
+        {"$or": [{"_id": {"$regex": f"^{prefix}"}}, {"_src": shown, "_job_id": run_id}]}
+    )
+
+
+# Archiving failed for a reason that passes (a full or failing disk): the file stays in
+# its batch, whose next run imports it again (its records are there already: no duplicates).
+_PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EINTR})
+
+
+def finish_file(outcome: FileOutcome, folder: str, folders: FolderResource, base: str | None) -> None:
+    """Move one file on, once the batch's writes are durable: archive, error, or back to proc."""
+    path = os.path.join(folder, outcome.name)
+    if outcome.vanished:
+        return
+    try:
+        if outcome.error is not None:
+            outcome.archive = folders.move_error(path, outcome.error, base=base)
+        elif outcome.changed is not None:
+            outcome.archive = _return_to_proc(path, outcome, folders, base)
+        else:
+            outcome.archive = folders.move_archive(path, base=base)
+    except OSError as exc:
+        not_archived(outcome, exc, folder, folders, base)
+
+
+def not_archived(outcome: FileOutcome, exc: OSError, folder: str, folders: FolderResource, base) -> None:
+    """What becomes of an imported file that could not be moved on: vanished, kept in the batch
+    for a passing reason (its next run finishes it), or to the error folder saying why."""
+    if isinstance(exc, FileNotFoundError):
+        outcome.vanished = True
+        return
+    cause = getattr(exc.__cause__, "errno", None)  # a move that wrapped the OSError it met
+    if exc.errno in _PASSING_ERRNOS or (exc.errno is None and cause in _PASSING_ERRNOS):
+        outcome.kept = f"{type(exc).__name__}: {exc}"
+        return
+    # A lasting reason (permissions, a name the archive cannot take): its records are in
+    # MongoDB, so the file must not look unimported: to error, saying both.
+    outcome.error = (
+        f"its {outcome.records} records were imported (_src {printable_name(outcome.name)!r}), "
+        f"but the file could not be archived: {type(exc).__name__}: {exc}"
+    )
+    try:
+        outcome.archive = folders.move_error(os.path.join(folder, outcome.name), outcome.error, base=base)
+    except OSError as again:
+        outcome.kept = f"{outcome.error}; moving it to the error folder failed too: {again}"
+
+
+def _return_to_proc(path: str, outcome: FileOutcome, folders: FolderResource, base: str | None) -> str:
+    """A file a writer was still writing goes back to proc, to be claimed once it is stable."""
+    try:
+        return folders.move_proc(path, base=base, on_conflict="fail")
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # its name is taken in proc again: keep both, loudly
+        outcome.error = f"{outcome.changed}; returning it to proc failed ({exc})"
+        outcome.changed = None
+        return folders.move_error(path, outcome.error, base=base)

@@ -1,0 +1,353 @@
+"""The import job: one claimed batch imported into a collection asset.
+
+The unit of import work is a batch: a hidden folder of claimed files (see
+``ingest/claim.py``). One run imports a batch (``ingest/files.py`` writes and moves each
+file); it materializes the collection once, with a table of the batch's files, and
+evaluates the ``no_rejected_files`` check (``ingest/assets.py``).
+"""
+
+
+import functools
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from core4_pipelines.ingest.claim import batch_files, batch_path, claim_batches, is_batch_id, scan_ready
+from core4_pipelines.download.job import download_job, download_to_proc  # noqa: F401 - public here too
+from core4_pipelines.errors import ImportBatchError
+from core4_pipelines._dagster import failure_without_stack
+from core4_pipelines.ingest.assets import (
+    MAX_LISTED_IN_ERROR,
+    REJECTED_FILES_ACTIONS,
+    FileRow,
+    InError,
+    ImportAssets,
+    batch_materialization,
+    collection_key,
+    collection_spec,
+    inbox_key,
+    inbox_spec,
+    reader_name,
+    register,
+    rejected_check_result,
+    rejected_check_spec,
+    resolve_asset_job,
+)
+from core4_pipelines.properties import job_properties, with_declared  # noqa: F401 - job_properties is public here
+from core4_pipelines.ingest.write import finish_batch, write_batch_records
+from core4_pipelines.ingest.files import (  # noqa: F401 - _records_with_ids for tests
+    FileOutcome,
+    Reader,
+    _batch_lock,
+    _records_with_ids,
+)
+from core4_pipelines.ingest.record_model import model_converter
+from core4_pipelines.supervise.runtime import MESSAGE_TAG, STATE_TAG, core4_compute, heartbeat, set_sources
+from core4_resources.files.folders import FolderResource, printable_name
+from core4_resources.mongo.resource import MongoResource
+
+IMPORT_OP_METADATA = "core4/import_op"
+COLLECTION_METADATA = "core4/collection"
+PATTERN_METADATA = "core4/pattern"
+INBOX_METADATA = "core4/inbox"
+BATCH_TAG = "core4/batch"
+REJECTED_STATE = "rejected"  # core4/state of a run that moved files to the error folder
+RETRY_TAG = "core4/retry"  # on such a run: the command that puts its fixed files back
+
+
+# What "Materialize" in the UI imports (a run without a batch_id): the files waiting now, up
+# to this many, claimed as one batch; the sensor claims the rest.
+MATERIALIZE_MAX_FILES = 1000
+
+
+class ImportBatchConfig(dg.Config):
+    """Run configuration of an import run: which claimed batch to import."""
+
+    batch_id: str | None = Field(
+        default=None,
+        description=(
+            "The batch folder under <proc>/<project>/.batch/ to import (the proc sensor gives it). "
+            f"Empty, as when you click Materialize in the UI: up to {MATERIALIZE_MAX_FILES} files waiting "
+            "in the inbox now (matching the import's pattern, not held open by a writer), claimed as one batch"
+        ),
+    )
+    base: str | None = Field(
+        default=None, description="Proc sub folder in place of the project's own (core4's base)"
+    )
+
+
+def _row(o: FileOutcome) -> FileRow:
+    if o.is_imported:
+        return FileRow(o.name, "imported", o.records, o.bytes, o.archive or "")
+    if o.error:
+        return FileRow(o.name, "rejected", 0, o.bytes, o.archive or "", o.error)
+    if o.changed:
+        return FileRow(o.name, "returned", 0, o.bytes, o.archive or "", o.changed)
+    if o.kept:
+        return FileRow(o.name, "kept", o.records, o.bytes, "", o.kept)
+    return FileRow(o.name, "vanished", 0, 0, "", "removed from the batch before it was imported")
+
+
+def where_now(folders: FolderResource, path: str | None) -> str:
+    """``path`` as an operator finds it: relative to folder.root (``error/demo/x.csv``) when under it."""
+    if not path:
+        return ""
+    root = os.path.normpath(folders.root) if folders.root else ""
+    inside = root and os.path.normpath(path).startswith(root + os.sep)
+    return printable_name(os.path.relpath(path, root) if inside else path)
+
+
+def _report(context, folders: FolderResource, batch_id: str, o: FileOutcome) -> None:
+    if o.error:
+        context.log.error(f"{o.error} (moved to {where_now(folders, o.archive)})")
+        return
+    shown = printable_name(o.name)
+    if o.changed:
+        context.log.warning(
+            f"{shown} was still being written ({o.changed}): its records were removed and the "
+            f"file returned to {where_now(folders, o.archive)}, to be imported once it stays unchanged"
+        )
+    elif o.vanished:
+        context.log.warning(f"{shown} vanished from batch {batch_id} before it was imported; nothing of it is kept")
+
+
+def _claim_waiting(context, folders: FolderResource, base: str | None, pattern: str | None) -> str | None:
+    """Claim the files waiting in proc now as one batch (a run started without a batch_id);
+    the run is tagged with it, so the sensor runs the batch again should this run fail."""
+    proc = folders.proc_folder(base)
+    # No wait for files to stay unchanged (an operator asked for it now); one still held open
+    # for writing is left alone all the same.
+    scan = scan_ready(proc, pattern, 0, limit=MATERIALIZE_MAX_FILES)
+    batches = claim_batches(proc, scan.ready, MATERIALIZE_MAX_FILES, 1)
+    if not batches:
+        context.log.info(f"nothing waiting in {printable_name(proc)}" + (f" matching {pattern}" if pattern else ""))
+        return None
+    batch = batches[0]
+    context.instance.add_run_tags(context.run.run_id, {BATCH_TAG: batch.batch_id})
+    context.log.info(f"claimed {len(batch.files)} waiting files as batch {batch.batch_id}")
+    return batch.batch_id
+
+
+def retry_command(project: str, base: str | None = None) -> str:
+    return f"coco retry {project}" + (f" --base {base}" if base else "")
+
+
+def _in_error(folders: FolderResource, pattern: str | None, base: str | None) -> InError:
+    """What of this import waits in the error folder (one scan; reasons of the first few only)."""
+    paths = folders.list_error(pattern, base)
+    return InError(
+        total=len(paths),
+        files=[(os.path.basename(p), folders.error_reason(p) or "") for p in paths[:MAX_LISTED_IN_ERROR]],
+        folder=where_now(folders, folders.error_folder(base)),
+        retry=retry_command(folders.project, base),
+    )
+
+
+def _rejected(context, folders: FolderResource, batch_id: str, outcomes, failed, base: str | None) -> Exception:
+    """The run's failure for files whose content was refused: what, where they are now and what to
+    do, as lines without a stack trace (the stack of a data error helps nobody); the run is tagged
+    so that `coco runs` and `coco restart` can tell it from a failure of code or infrastructure."""
+    names = [printable_name(os.path.basename(o.archive or o.name)) for o in failed]
+    retry = retry_command(folders.project, base)
+    listing = "\n".join(f"- {o.error} (now {where_now(folders, o.archive)})" for o in failed)
+    message = (
+        f"{len(failed)} of {len(outcomes)} files of batch {batch_id} could not be imported and were moved to "
+        f"the error folder:\n{listing}\nFix them, then put them back into proc: {retry} {' '.join(names[:10])}"
+        + (" ..." if len(names) > 10 else "")
+    )
+    summary = f"{len(failed)} files moved to {where_now(folders, folders.error_folder(base))}: {', '.join(names[:5])}"
+    context.instance.add_run_tags(context.run.run_id, {
+        STATE_TAG: REJECTED_STATE, MESSAGE_TAG: (summary + (", ..." if len(names) > 5 else ""))[:500],
+        RETRY_TAG: retry})
+    return failure_without_stack(message)
+
+
+def _caller_project(depth: int = 2) -> str:
+    """The top-level package of the module that called ``import_job``: ``demo`` for
+    ``demo/definitions.py`` -- the project, in a project laid out as core4 projects are."""
+    module = sys._getframe(depth).f_globals.get("__name__", "")
+    return module.split(".")[0]
+
+
+def import_job(
+    name: str,
+    *,
+    read: Reader,
+    collection: str,
+    pattern: str | re.Pattern[str] | None = None,
+    model: type | None = None,
+    freshness: timedelta | float | None = None,
+    checks: Iterable[Any] = (),
+    rejected_files: str = "fail",
+    project: str | None = None,
+    description: str | None = None,
+    retry_policy: dg.RetryPolicy | None = None,
+    tags: Mapping[str, str] | None = None,
+    properties: Mapping[str, Any] | None = None,
+) -> dg.JobDefinition:
+    """A job that imports one claimed batch into the asset ``[project, collection]``.
+
+    ``read(path)`` yields each file's records; ``model`` (a pydantic model) validates
+    and converts each of them. The proc-folder sensor starts the job with
+    ``ImportBatchConfig`` naming the batch. Each run materializes the collection once,
+    with a table of the batch's files; the check ``no_rejected_files`` fails when files
+    went to the error folder (with ``rejected_files="fail"``, the default, the run fails
+    too, without retrying them: their content will not change; ``"warn"`` only warns).
+    ``checks`` are further asset checks of the collection, run after each batch.
+    ``pattern`` (names the sensor claims) and ``freshness`` (a timedelta or seconds; also
+    ``jobs.<name>.freshness`` in the configuration) describe the asset. ``project``
+    defaults to the calling module's top-level package. ``properties`` declares core4 job
+    properties (as :func:`job_properties` does); a MongoDB failure is retried per
+    ``attempts``/``error_time``. The run's ``core4/sources`` tag lists the batch's files.
+    """
+    if rejected_files not in REJECTED_FILES_ACTIONS:
+        raise ValueError(
+            f"import_job({name}): rejected_files must be one of {', '.join(REJECTED_FILES_ACTIONS)}, "
+            f"got {rejected_files!r}"
+        )
+    pattern_text = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+    if pattern_text is not None:
+        try:
+            re.compile(pattern_text)
+        except re.error as exc:
+            raise ValueError(f"import_job({name}): pattern {pattern_text!r} is not a regular expression: {exc}") from None
+    project = project or _caller_project()
+    convert = model_converter(model) if model is not None else None
+    checks = list(checks)
+    op_name = f"{name}_batch"
+    key = collection_key(project, collection)
+    spec = collection_spec(
+        project, collection, job_name=name, reader=reader_name(read), pattern=pattern_text,
+        model=model, freshness=freshness,
+    )
+
+    def import_batch(
+        context: dg.AssetExecutionContext,
+        config: ImportBatchConfig,
+        folders: FolderResource,
+        mongo: MongoResource,
+    ):
+        if config.batch_id is None:
+            config = config.model_copy(update={"batch_id": _claim_waiting(context, folders, config.base, pattern_text)})
+            if config.batch_id is None:
+                yield rejected_check_result(key, "(none)", [], rejected_files,
+                                            _in_error(folders, pattern_text, config.base))
+                return
+        if not is_batch_id(config.batch_id):
+            raise dg.Failure(f"run config batch_id {config.batch_id!r} is not a batch id", allow_retries=False)
+        folder = batch_path(folders.proc_folder(config.base), config.batch_id)
+        with _batch_lock(folder, config.batch_id):
+            names = batch_files(folder)
+            if not names:
+                context.log.info(f"batch {config.batch_id}: nothing left to import in {folder}")
+            else:
+                set_sources([printable_name(n) for n in names])  # lineage: every file of the run
+            # One stream of inserts for the whole batch, read while the database writes.
+            outcomes = write_batch_records(
+                [os.path.join(folder, file_name) for file_name in names],
+                read=read,
+                collection=collection,
+                mongo=mongo,
+                batch_id=config.batch_id,
+                run_id=context.run.run_id,
+                convert=convert,
+                beat=lambda: heartbeat(context.op_execution_context),  # the zombie monitor sees it work
+            )
+            if outcomes:
+                # The one durability point of the batch: no file is archived before its
+                # records (and the removal of a bad file's records) are journaled.
+                mongo.make_durable()
+            finish_batch(outcomes, folder, folders, config.base)  # the archive: one fsync point too
+            for outcome in outcomes:
+                _report(context, folders, config.batch_id, outcome)
+            try:
+                os.rmdir(folder)
+            except OSError:  # already gone, or files kept for the next run: keep it visible
+                pass
+        rows = [_row(o) for o in outcomes]
+        # Only a batch that imported something materializes the collection: one that imported
+        # nothing (every file rejected, or imported before) is no success of the collection.
+        if any(o.is_imported for o in outcomes):
+            # One event per batch: the file table is the per-file lineage (with _src/_job_id).
+            yield batch_materialization(key, config.batch_id, rows, duplicates=sum(o.duplicates for o in outcomes))
+        yield rejected_check_result(key, config.batch_id, rows, rejected_files,
+                                    _in_error(folders, pattern_text, config.base))
+        kept = [o for o in outcomes if o.kept]
+        if kept:
+            listing = "\n".join(f"- {printable_name(o.name)}: {o.kept}" for o in kept)
+            # Not a dg.Failure without retries: the batch's files wait for its next run.
+            raise ImportBatchError(
+                f"{len(kept)} of {len(outcomes)} files could not be moved on and stay in batch "
+                f"{config.batch_id} (their records are written; the next run finishes them):\n{listing}"
+            )
+        failed = [o for o in outcomes if o.error]
+        if failed and rejected_files == "fail":
+            raise _rejected(context, folders, config.batch_id, outcomes, failed, config.base)
+
+    import_assets = dg.multi_asset(
+        name=op_name,
+        specs=[spec.replace_attributes(skippable=True)],
+        check_specs=[rejected_check_spec(key, rejected_files)],
+        retry_policy=retry_policy,
+        description=f"Import a claimed batch into {collection}",
+    )(core4_compute(import_batch))
+    inbox = inbox_spec(
+        inbox_key(project, collection),
+        waiting_for=f"for {name}" + (f" (names matching {pattern_text})" if pattern_text else ""),
+        metadata={"pattern": pattern_text or "any visible file", "import": name},
+    )
+    job = resolve_asset_job(
+        name,
+        [inbox, import_assets],
+        checks,
+        [key],
+        description=description or f"Import claimed files into the {collection} collection",
+        executor_def=dg.in_process_executor,
+        metadata={
+            IMPORT_OP_METADATA: op_name,
+            COLLECTION_METADATA: collection,
+            PATTERN_METADATA: pattern_text,
+            INBOX_METADATA: inbox.key.to_user_string(),
+        },
+        tags=dict(tags or {}),
+    )
+    rebuild = functools.partial(
+        import_job, name, read=read, collection=collection, pattern=pattern, model=model,
+        checks=checks, rejected_files=rejected_files, description=description,
+        retry_policy=retry_policy, tags=tags, properties=properties,
+    )
+    register(job, import_assets.node_def, ImportAssets(
+        project=project, collection=collection, assets=[import_assets, *checks], inbox=inbox,
+        rebuild=rebuild, freshness=freshness,
+    ))
+    return with_declared(job, properties) if properties else job
+
+
+def inbox_of(job: dg.JobDefinition) -> dg.AssetKey | None:
+    """The inbox asset an import job reads (None for another job)."""
+    value = job.metadata.get(INBOX_METADATA)
+    value = getattr(value, "value", value)
+    return dg.AssetKey.from_user_string(value) if value else None
+
+
+def pattern_of(job: dg.JobDefinition) -> str | None:
+    value = job.metadata.get(PATTERN_METADATA)
+    return getattr(value, "value", value) or None
+
+
+def import_run_config(job: dg.JobDefinition, batch_id: str, base: str | None = None) -> dict:
+    """The run config that makes ``job`` (built by :func:`import_job`) import ``batch_id``."""
+    op_name = job.metadata.get(IMPORT_OP_METADATA)
+    if op_name is None:
+        raise ImportBatchError(f"job {job.name!r} was not built by import_job(); it cannot import batches")
+    op_name = getattr(op_name, "value", op_name)
+    config: dict[str, Any] = {"batch_id": batch_id}
+    if base is not None:
+        config["base"] = base
+    return {"ops": {op_name: {"config": config}}}

@@ -1,0 +1,3 @@
+"""MongoDB: resource (MongoResource), stamped (a job's source-stamped collection) and
+embedded/ (the embedded server).
+"""
