@@ -113,11 +113,17 @@ def test_the_public_names_load_lazily_and_are_the_defining_modules_objects(tmp_p
 # -- (b) the library never imports the operator tool ------------------------------------------
 
 
-def _imported_names(path: Path) -> set[str]:
+def _imported_names(path: Path, module: str | None = None, executed_only: bool = False) -> set[str]:
     """Every module an ``import`` statement in ``path`` names (relative ones resolved), and for
-    ``from X import a`` also ``X.a``: it may be a submodule."""
+    ``from X import a`` also ``X.a``: it may be a submodule. ``executed_only``: not those under
+    ``if TYPE_CHECKING:``."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    if executed_only:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+                node.body = []
+    module = module or _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -190,26 +196,10 @@ def test_coco_and_the_serve_process_do_not_import_dagster(tmp_path):
 
 
 def _executed_imports(path: Path, module: str) -> set[str]:
-    """What ``path`` imports when it runs: every import statement, at the top or in a function,
-    except those under ``if TYPE_CHECKING:`` (never executed). A lazy import inside a function
-    still counts: hiding a cycle there does not remove it."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
-            node.body = []
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parent, base] if base else parent)
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    return names
+    """What ``path`` imports when it runs: as ``_imported_names``, except under ``if TYPE_CHECKING:``
+    (never executed). A lazy import inside a function still counts: hiding a cycle there does
+    not remove it."""
+    return _imported_names(path, module, executed_only=True)
 
 
 def import_cycles(paths: dict[str, Path]) -> list[list[str]]:
