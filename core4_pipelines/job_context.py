@@ -19,9 +19,9 @@ from pydantic import BaseModel, ValidationError
 from core4_pipelines.errors import JobSettingsError, PipelineError
 from core4_pipelines.properties import JOB_TAG, configured_section, resolved_properties, tag_property
 from core4_pipelines.settings import project_settings
+from core4_pipelines.tags import LAUNCH_TAG_PREFIX
 from core4_resources.config.job_properties import PROPERTY_NAMES
 
-LAUNCH_TAG_PREFIX = "core4/"              # core4/attempts=5 at launch overrides the job's value
 
 T = TypeVar("T", bound=BaseModel)
 

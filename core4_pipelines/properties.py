@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 
+from core4_pipelines._dagster import derive_job, explicit_run_tags
 from core4_pipelines.errors import JobSettingsError
 from core4_pipelines.tags import CHAIN_TAG, JOB_TAG, MAX_RUNTIME_TAG, PRIORITY_TAG, TAG_PREFIX
 from core4_resources.config.settings import Settings
@@ -157,14 +158,15 @@ def apply_properties(
             ),
         },
     }
-    if job._run_tags is not None:  # explicit run tags replace `tags` on runs: ours must be there too
-        copy["run_tags"] = {**job._run_tags, **tags}
+    run_tags = explicit_run_tags(job)
+    if run_tags is not None:  # explicit run tags replace `tags` on runs: ours must be there too
+        copy["run_tags"] = {**run_tags, **tags}
     # core4's attempts: attempts - 1 retries, error_time apart. A job left at the cascade's
     # default keeps whatever retry policy its author gave it.
     if props.attempts > 1:
         copy["op_retry_policy"] = dg.RetryPolicy(max_retries=props.attempts - 1, delay=props.error_time)
     elif not sources.get("attempts", "").startswith("job."):
         copy["op_retry_policy"] = None
-    # _copy is how Dagster itself derives a job (with_metadata, with_hooks ...); it keeps the
-    # graph, resources, executor, config and partitions exactly as the author built them.
-    return job._copy(**copy)
+    # Derived as Dagster derives a job itself (with_metadata, with_hooks ...): graph, resources,
+    # executor, config and partitions stay exactly as the author built them.
+    return derive_job(job, **copy)

@@ -408,8 +408,9 @@ def test_templates_take_the_runs_date_and_the_urls_name():
     from datetime import datetime, timezone
 
     from core4_pipelines.download.http import DownloadError, render, run_date
+    from core4_pipelines.tags import SCHEDULED_TIME_TAG
 
-    due = run_date({"dagster/scheduled_execution_time": "2024-03-05T06:00:00+00:00"})
+    due = run_date({SCHEDULED_TIME_TAG: "2024-03-05T06:00:00+00:00"})  # as the daemon tags a scheduled run
     assert due == datetime(2024, 3, 5, 6, tzinfo=timezone.utc)
     assert render("https://x.org/r/{date:%Y-%m-%d}.csv", date=due) == "https://x.org/r/2024-03-05.csv"
     assert render("{date:%Y%m%d}-{index}-{name}", date=due, url="https://x.org/r/a.csv?k=1", index=2) == \

@@ -10,7 +10,7 @@ import time
 
 import dagster as dg
 import pytest
-from dagster._core.storage.tags import RUN_KEY_TAG
+from core4_pipelines.tags import RUN_KEY_TAG
 from support import declared_job
 
 from core4_pipelines.project.definitions import project_definitions

@@ -24,10 +24,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from core4_pipelines.coco.errors import OperateError, RunNotStoppedError
+from core4_pipelines.tags import FINISHED_STATUSES, IN_PROGRESS_STATUSES
 
 REPOSITORY = "__repository__"  # the repository name of a code location built from Definitions
-IN_PROGRESS = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")
-FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+IN_PROGRESS = IN_PROGRESS_STATUSES
+FINISHED = FINISHED_STATUSES
 
 RUN_FIELDS = """
   runId jobName status creationTime startTime endTime parentRunId

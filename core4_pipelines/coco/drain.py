@@ -153,6 +153,7 @@ def failure_message(result) -> str:
         while error is not None and error.cause is not None:
             error = error.cause
         if error is not None:
+            # A Failure's class path is noise in a one-line summary (text only, nothing imported).
             messages.append(error.message.strip().removeprefix("dagster._core.definitions.events."))
     if not messages:  # failed before any step ran (resources, config)
         messages = [event.message.strip() for event in result.all_events

@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 
 from core4_pipelines.coco.dagster_api import DagsterAPI
 from core4_pipelines.coco.errors import OperateError
+from core4_pipelines.tags import BATCH_TAG, STATE_TAG
 from core4_resources.config.settings import mask_url
 
-# As the library names them (core4_pipelines.ingest.claim.BATCH_DIR, jobs.BATCH_TAG, runtime.STATE_TAG);
-# repeated here because importing those loads Dagster. tests/test_coco_info.py keeps them equal.
+# As core4_pipelines.ingest.claim names it; repeated here because importing that loads Dagster.
+# tests/test_coco_info.py keeps them equal.
 BATCH_DIR = ".batch"
-BATCH_TAG = "core4/batch"
-STATE_TAG = "core4/state"
 REASON_SUFFIX = ".reason.txt"
 DAY = 24 * 3600
 MAX_BATCHES_CHECKED = 50

@@ -30,7 +30,9 @@ def storage_config(home: str, postgres: bool) -> dict:
         return {"storage": {"postgres": {"postgres_url": {"env": POSTGRES_URL_ENV}}}}
     base = os.path.join(home, "storage")
     # One event-log database for all runs instead of one per run: about half
-    # the per-run cost of Dagster's default SQLite layout.
+    # the per-run cost of Dagster's default SQLite layout. dagster.yaml names a storage by
+    # module and class; these are Dagster's own (no import here: Dagster loads them), and
+    # tests/test_dagster_private.py checks each one still loads.
     return {
         "run_storage": {
             "module": "dagster._core.storage.runs",
@@ -82,7 +84,7 @@ def instance_config(
         )
     config.update(
         {
-            "run_coordinator": {
+            "run_coordinator": {  # by module and class, as dagster.yaml names one (checked like the storages)
                 "module": "dagster._core.run_coordinator",
                 "class": "QueuedRunCoordinator",
                 "config": {

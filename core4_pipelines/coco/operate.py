@@ -21,9 +21,8 @@ from typing import Any
 from core4_pipelines.coco.dagster_api import FINISHED, IN_PROGRESS, DagsterAPI
 from core4_pipelines.coco.errors import OperateError, RunNotStoppedError
 from core4_pipelines.errors import JobSettingsError
-from core4_pipelines.tags import JOB_TAG, MAX_RUNTIME_TAG, PRIORITY_TAG
+from core4_pipelines.tags import ARGS_TAG, IN_PROGRESS_STATUSES, JOB_TAG, MAX_RUNTIME_TAG, PRIORITY_TAG
 
-ARGS_TAG = "core4/args"  # hash of job and run config: what "the same arguments" means
 _TOP_LEVEL = ("ops", "resources", "execution", "loggers")
 _PROPERTY_TAGS = {"priority": PRIORITY_TAG, "wall_time": MAX_RUNTIME_TAG}
 _LAUNCH_PROPERTIES = ("attempts", "error_time", "defer_time", "defer_max", "progress_interval", "zombie_time",
@@ -136,7 +135,6 @@ def enqueue_local(settings, qualified: str, assignments, force: bool, extra_tags
     import os
 
     import dagster as dg
-    from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
     from core4_pipelines.coco.instance import (
         dagster_home,
@@ -165,9 +163,8 @@ def enqueue_local(settings, qualified: str, assignments, force: bool, extra_tags
             write_instance(settings)  # keep the one `coco serve` wrote (it holds the run queue's limits)
         with dg.DagsterInstance.from_config(dagster_home(settings)) as instance:
             if not force:
-                busy = instance.get_runs(
-                    filters=dg.RunsFilter(tags={ARGS_TAG: digest}, statuses=list(IN_PROGRESS_RUN_STATUSES)), limit=1
-                )
+                statuses = [dg.DagsterRunStatus(s) for s in IN_PROGRESS_STATUSES]
+                busy = instance.get_runs(filters=dg.RunsFilter(tags={ARGS_TAG: digest}, statuses=statuses), limit=1)
                 if busy:
                     raise OperateError(_duplicate_message(qualified, busy[0].run_id, busy[0].status.value))
             result = job.execute_in_process(

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from core4_pipelines.errors import PipelineError
+from core4_pipelines.tags import SCHEDULED_TIME_TAG
 from core4_resources.config.settings import mask_url
 from core4_resources.files.folders import FolderResource, safe_move
 from core4_resources.files.moves import download_temp_name, open_new_file
 
 CHUNK = 1 << 16
-SCHEDULED_TIME_TAG = "dagster/scheduled_execution_time"
 
 
 class DownloadError(PipelineError):

@@ -20,6 +20,7 @@ from typing import Any
 
 import dagster as dg
 
+from core4_pipelines import _dagster
 from core4_resources.files.names import printable_name
 
 INBOX_SUFFIX = "_inbox"
@@ -323,16 +324,11 @@ def resolve_asset_job(
 ) -> dg.JobDefinition:
     """An asset job resolved now: a plain ``JobDefinition`` that runs, is targeted by sensors
     and takes job properties like any op job (``project_definitions`` adds its assets)."""
-    # Resolved on the job's own asset graph: dg.Definitions(...).resolve_job_def would demand
-    # the resources now, which project_definitions binds later (and tests at execution).
-    from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
-
     job = dg.define_asset_job(name, selection=list(selection), **job_kwargs)
     # Specs (the external inbox) stay out: the job's graph only needs what it executes.
     defined = [a for a in assets if not isinstance(a, dg.AssetSpec)]
     needed = {key for a in [*defined, *checks] for key in a.required_resource_keys} - {"io_manager"}
     placeholders = {key: dg.ResourceDefinition.none_resource() for key in needed}
-    resolved = job.resolve(asset_graph=AssetGraph.from_assets([*defined, *checks]), resource_defs=placeholders)
     # The placeholders go again: the job's resources come from project_definitions (or a
     # test's execute_in_process), as for an op job declared without resources.
-    return resolved._copy(resource_defs={}, _was_explicitly_provided_resources=False)
+    return _dagster.resolve_asset_job(job, [*defined, *checks], placeholders)

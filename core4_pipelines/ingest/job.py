@@ -48,7 +48,14 @@ from core4_pipelines.ingest.files import (  # noqa: F401 - _records_with_ids for
     _records_with_ids,
 )
 from core4_pipelines.ingest.record_model import model_converter
-from core4_pipelines.supervise.runtime import MESSAGE_TAG, STATE_TAG, core4_compute, heartbeat, set_sources
+from core4_pipelines.supervise.runtime import core4_compute, heartbeat, set_sources
+from core4_pipelines.tags import (  # noqa: F401 - BATCH_TAG importable here as before
+    BATCH_TAG,
+    MESSAGE_TAG,
+    REJECTED_STATE,
+    RETRY_TAG,
+    STATE_TAG,
+)
 from core4_resources.files.folders import FolderResource, printable_name
 from core4_resources.mongo.resource import MongoResource
 
@@ -56,9 +63,6 @@ IMPORT_OP_METADATA = "core4/import_op"
 COLLECTION_METADATA = "core4/collection"
 PATTERN_METADATA = "core4/pattern"
 INBOX_METADATA = "core4/inbox"
-BATCH_TAG = "core4/batch"
-REJECTED_STATE = "rejected"  # core4/state of a run that moved files to the error folder
-RETRY_TAG = "core4/retry"  # on such a run: the command that puts its fixed files back
 
 
 # What "Materialize" in the UI imports (a run without a batch_id): the files waiting now, up

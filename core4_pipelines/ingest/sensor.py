@@ -26,10 +26,10 @@ import dagster as dg
 from core4_pipelines.ingest.claim import Batch, claim_batches, grown_batch_size, pending_batches, scan_ready
 from core4_pipelines.supervise.sweep import sweep_on_sensor_start
 from core4_pipelines.ingest.assets import md_code, md_text
-from core4_pipelines.ingest.job import BATCH_TAG, import_run_config, inbox_of, pattern_of
+from core4_pipelines.ingest.job import import_run_config, inbox_of, pattern_of
 from core4_pipelines.properties import declared_properties, resolved_properties
-from core4_pipelines.supervise.runtime import STATE_TAG
-from core4_pipelines.supervise.recovery import RECOVERED_TAG, UNFINISHED, fail_orphaned_run, is_local_launcher, worker_gone
+from core4_pipelines.supervise.recovery import UNFINISHED, fail_orphaned_run, is_local_launcher, worker_gone
+from core4_pipelines.tags import ATTEMPT_TAG, BATCH_TAG, RECOVERED_TAG, STATE_TAG
 from core4_pipelines.ingest.ready import tracker_for
 from core4_resources.errors import MongoError
 from core4_resources.files.folders import FolderResource, printable_name
@@ -45,7 +45,6 @@ DEFAULT_MAX_BATCH_BYTES = 256 * 2**20
 MIN_BATCH_RUNS = 3
 # Between two runs of a batch when the job's error_time is not known (a unit test's sensor).
 FALLBACK_ERROR_TIME = 60.0
-ATTEMPT_TAG = "core4/batch_attempt"
 # Marks a sensor built here (``coco drain`` finds them by it): its job, pattern and proc sub folder.
 PROC_SENSOR_METADATA = "core4/proc_sensor"
 

@@ -22,22 +22,25 @@ import time
 from collections.abc import Mapping, Sequence
 
 import dagster as dg
-from dagster._core.events import EngineEventData
-from dagster._core.storage.tags import HIDDEN_TAG_PREFIX, RUN_KEY_TAG, SYSTEM_TAG_PREFIX
 
-from core4_pipelines.properties import JOB_TAG, resolved_properties, tag_property
-from core4_pipelines.supervise.runtime import (
+from core4_pipelines._dagster import report_engine_event
+from core4_pipelines.properties import resolved_properties, tag_property
+from core4_pipelines.tags import (
+    DAGSTER_HIDDEN_TAG_PREFIX,
+    DAGSTER_TAG_PREFIX,
     DEFER_AT_TAG,
     DEFER_COUNT_TAG,
     DEFER_ROOT_TAG,
     DEFERRED_FROM_TAG,
     HEARTBEAT_TAG,
+    JOB_TAG,
     LAUNCH_TAG_PREFIX,
     MESSAGE_TAG,
     PROGRESS_AT_TAG,
     PROGRESS_MESSAGE_TAG,
     PROGRESS_TAG,
     RELAUNCHED_AS_TAG,
+    RUN_KEY_TAG,
     SOURCE_COUNT_TAG,
     SOURCE_TAG,
     SOURCES_TAG,
@@ -59,9 +62,9 @@ def relaunch_tags(run: dg.DagsterRun) -> dict[str, str]:
     """The tags of the run that launches ``run`` again after its defer."""
     kept = {}
     for key, value in run.tags.items():
-        if key.startswith(HIDDEN_TAG_PREFIX) or key in _RUN_STATE_TAGS:
+        if key.startswith(DAGSTER_HIDDEN_TAG_PREFIX) or key in _RUN_STATE_TAGS:
             continue
-        if key.startswith(SYSTEM_TAG_PREFIX) and not key.startswith(_KEPT_SYSTEM_TAGS):
+        if key.startswith(DAGSTER_TAG_PREFIX) and not key.startswith(_KEPT_SYSTEM_TAGS):
             continue
         kept[key] = value
     count = int(float(run.tags.get(DEFER_COUNT_TAG) or 0)) + 1
@@ -101,11 +104,8 @@ def flag_zombie(instance: dg.DagsterInstance, run: dg.DagsterRun, silent: float,
                + ("stopping it (zombie_action: kill)" if action == "kill"
                   else "left running (zombie_action: flag); stop it with coco kill"))
     instance.add_run_tags(run.run_id, {STATE_TAG: "zombie", MESSAGE_TAG: message})
-    data = EngineEventData({"silent seconds": dg.MetadataValue.float(round(silent, 1)),
-                            "zombie_time": dg.MetadataValue.float(float(zombie_time))})
-    event = dg.DagsterEvent(event_type_value=dg.DagsterEventType.ENGINE_EVENT.value, job_name=run.job_name,
-                            message=message, event_specific_data=data)
-    instance.report_dagster_event(event, run_id=run.run_id, log_level=logging.ERROR)
+    report_engine_event(instance, run, message, level=logging.ERROR,
+                        metadata={"silent seconds": round(silent, 1), "zombie_time": float(zombie_time)})
     if action != "kill":
         return f"run {run.run_id}: {message}"
     if instance.run_coordinator.cancel_run(run.run_id):

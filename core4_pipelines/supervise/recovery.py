@@ -20,8 +20,9 @@ import time
 import dagster as dg
 from dagster import DagsterEventType
 
-UNFINISHED = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
-RECOVERED_TAG = "core4/recovered"  # "worker_gone": failed by recovery, not by its own code
+from core4_pipelines.tags import EXECUTING_STATUSES, RECOVERED_TAG  # noqa: F401 - RECOVERED_TAG importable here too
+
+UNFINISHED = tuple(dg.DagsterRunStatus(status) for status in EXECUTING_STATUSES)
 # A run this young may still be starting its worker (a new process imports the project).
 DEFAULT_START_GRACE_SECONDS = 120.0
 
@@ -63,9 +64,7 @@ def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
 
 
 def is_local_launcher(instance: dg.DagsterInstance) -> bool:
-    from dagster._core.launcher import DefaultRunLauncher
-
-    return isinstance(instance.run_launcher, DefaultRunLauncher)
+    return isinstance(instance.run_launcher, dg.DefaultRunLauncher)
 
 
 def worker_gone(

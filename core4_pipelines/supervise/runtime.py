@@ -30,24 +30,26 @@ from core4_pipelines.job_context import (  # noqa: F401 - public here too, as co
     run_property,
     step_key,
 )
+from core4_pipelines.tags import (  # noqa: F401 - the tags a run reports, importable here as before
+    DEFER_AT_TAG,
+    DEFER_COUNT_TAG,
+    DEFER_ROOT_TAG,
+    DEFER_SINCE_TAG,
+    DEFERRED_FROM_TAG,
+    HEARTBEAT_TAG,
+    MESSAGE_TAG,
+    PROGRESS_AT_TAG,
+    PROGRESS_MESSAGE_TAG,
+    PROGRESS_TAG,
+    RELAUNCHED_AS_TAG,
+    SOURCE_COUNT_TAG,
+    SOURCE_TAG,
+    SOURCES_TAG,
+    STATE_TAG,
+)
 from core4_resources.errors import Core4Error
 
-STATE_TAG = "core4/state"                 # deferred, relaunched, inactive (past defer_max), zombie
-MESSAGE_TAG = "core4/message"             # what that state is about (the defer's message ...)
-HEARTBEAT_TAG = "core4/heartbeat"         # UTC epoch seconds of the run's last sign of life
-DEFER_AT_TAG = "core4/defer_at"           # UTC epoch seconds when a deferred run is launched again
-DEFER_SINCE_TAG = "core4/defer_since"     # first start of the run that deferred first (for defer_max)
-DEFER_COUNT_TAG = "core4/defer_count"     # how often the job deferred before this run
-DEFERRED_FROM_TAG = "core4/deferred_from" # the deferred run this one launches again
-DEFER_ROOT_TAG = "core4/defer_root"       # the first run of the chain of defers
-RELAUNCHED_AS_TAG = "core4/relaunched_as" # on a deferred run: the run that took over
 HEARTBEAT_INTERVAL = 5.0                  # seconds between stored heartbeats (less for a short zombie_time)
-PROGRESS_TAG = "core4/progress"           # e.g. "45%"
-PROGRESS_MESSAGE_TAG = "core4/progress_message"
-PROGRESS_AT_TAG = "core4/progress_at"     # UTC time of the stored update
-SOURCE_TAG = "core4/source"               # the current source (basename)
-SOURCES_TAG = "core4/sources"             # JSON list of every source the run touched
-SOURCE_COUNT_TAG = "core4/source_count"
 MAX_SOURCES_TAG_CHARS = 4000              # the full list is in the run's log lines either way
 _MARKER = "__core4_op__"
 

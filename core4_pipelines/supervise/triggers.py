@@ -16,18 +16,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import dagster as dg
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from core4_pipelines.properties import CHAIN_TAG, JOB_TAG, JobProperties
+from core4_pipelines.tags import CHAINED_FROM_TAG, IN_PROGRESS_STATUSES
 
-CHAINED_FROM_TAG = "core4/chained_from"
 CHAIN_SENSOR_INTERVAL = 5
 
 
 def active_run(instance: dg.DagsterInstance, qualified: str) -> dg.DagsterRun | None:
     """A queued or running run of the job ``<project>.<job>``, if there is one."""
     runs = instance.get_runs(
-        filters=dg.RunsFilter(tags={JOB_TAG: qualified}, statuses=list(IN_PROGRESS_RUN_STATUSES)), limit=1
+        filters=dg.RunsFilter(tags={JOB_TAG: qualified}, statuses=[dg.DagsterRunStatus(s) for s in IN_PROGRESS_STATUSES]), limit=1
     )
     return runs[0] if runs else None
 

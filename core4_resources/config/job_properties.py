@@ -42,10 +42,12 @@ _TAG_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,50}$")
 def _cron(value: str | None) -> str | None:
     if value is None:
         return None
-    from dagster._utils.schedules import is_valid_cron_string  # Dagster only where a schedule is checked
+    import dagster as dg  # Dagster only where a schedule is checked
 
-    if not is_valid_cron_string(value):
-        raise ValueError(CRON)
+    try:  # exactly the cron strings Dagster's schedules take
+        dg.ScheduleDefinition(name="cron_check", cron_schedule=value, job_name="cron_check")
+    except dg.DagsterInvalidDefinitionError:
+        raise ValueError(CRON) from None
     return value
 
 
