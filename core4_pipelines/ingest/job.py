@@ -10,7 +10,6 @@ evaluates the ``no_rejected_files`` check (``ingest/assets.py``).
 import functools
 import os
 import re
-import sys
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -59,6 +58,7 @@ from core4_pipelines.tags import (  # noqa: F401 - BATCH_TAG importable here as 
 from core4_resources.files.folders import FolderResource, printable_name
 from core4_resources.mongo.resource import MongoResource
 
+UNASSIGNED_PROJECT = "unassigned"  # until project_definitions builds the job for its project
 IMPORT_OP_METADATA = "core4/import_op"
 COLLECTION_METADATA = "core4/collection"
 PATTERN_METADATA = "core4/pattern"
@@ -172,13 +172,6 @@ def _rejected(context, folders: FolderResource, batch_id: str, outcomes, failed,
     return failure_without_stack(message)
 
 
-def _caller_project(depth: int = 2) -> str:
-    """The top-level package of the module that called ``import_job``: ``demo`` for
-    ``demo/definitions.py`` -- the project, in a project laid out as core4 projects are."""
-    module = sys._getframe(depth).f_globals.get("__name__", "")
-    return module.split(".")[0]
-
-
 def import_job(
     name: str,
     *,
@@ -205,8 +198,9 @@ def import_job(
     too, without retrying them: their content will not change; ``"warn"`` only warns).
     ``checks`` are further asset checks of the collection, run after each batch.
     ``pattern`` (names the sensor claims) and ``freshness`` (a timedelta or seconds; also
-    ``jobs.<name>.freshness`` in the configuration) describe the asset. ``project``
-    defaults to the calling module's top-level package. ``properties`` declares core4 job
+    ``jobs.<name>.freshness`` in the configuration) describe the asset. ``project`` is the
+    first part of its asset keys: :func:`project_definitions` sets it to its own project (a
+    job built without one, run on its own, uses ``unassigned``). ``properties`` declares core4 job
     properties (as :func:`job_properties` does); a MongoDB failure is retried per
     ``attempts``/``error_time``. The run's ``core4/sources`` tag lists the batch's files.
     """
@@ -221,7 +215,7 @@ def import_job(
             re.compile(pattern_text)
         except re.error as exc:
             raise ValueError(f"import_job({name}): pattern {pattern_text!r} is not a regular expression: {exc}") from None
-    project = project or _caller_project()
+    project = project or UNASSIGNED_PROJECT
     convert = model_converter(model) if model is not None else None
     checks = list(checks)
     op_name = f"{name}_batch"

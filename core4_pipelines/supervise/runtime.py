@@ -8,12 +8,14 @@ Properties are read with core4's precedence (see job_context.run_property).
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -195,10 +197,47 @@ def _float_tag(tags: Mapping[str, str], key: str) -> float | None:
         return None
 
 
-# -- heartbeat -------------------------------------------------------------------------------
+# -- what this process knows of a run ------------------------------------------------------
 
-_last_heartbeat: dict[str, float] = {}
-_heartbeat_every: dict[str, float] = {}
+
+@dataclass
+class RunState:
+    """What this process remembers of a run between calls: when it last stored a heartbeat or
+    a progress update (to store them at most every few seconds), and its sources."""
+
+    heartbeat_every: float | None = None
+    last_heartbeat: float | None = None
+    last_progress: dict[str, float] = field(default_factory=dict)  # step key -> monotonic time
+    sources: list[str] | None = None  # every source set, in order (None: not loaded yet)
+    current_source: str | None = None
+
+
+class RecentRuns:
+    """The state of the runs this process executed lately, the oldest forgotten first: a run
+    worker executes one run, an in-process executor (a test, ``coco enqueue --local``) many."""
+
+    def __init__(self, keep: int = 32) -> None:
+        self._keep = keep
+        self._runs: collections.OrderedDict[str, RunState] = collections.OrderedDict()
+
+    def of(self, run_id: str) -> RunState:
+        state = self._runs.get(run_id)
+        if state is None:
+            state = self._runs[run_id] = RunState()
+            while len(self._runs) > self._keep:
+                self._runs.popitem(last=False)
+        else:
+            self._runs.move_to_end(run_id)
+        return state
+
+    def get(self, run_id: str) -> RunState | None:
+        return self._runs.get(run_id)
+
+
+RUNS = RecentRuns()
+
+
+# -- heartbeat -------------------------------------------------------------------------------
 
 
 def heartbeat(context: dg.OpExecutionContext | None = None) -> bool:
@@ -217,22 +256,20 @@ def heartbeat(context: dg.OpExecutionContext | None = None) -> bool:
             return False
     run_id = context.run_id
     now = time.time()
-    if run_id not in _heartbeat_every:
+    state = RUNS.of(run_id)
+    if state.heartbeat_every is None:
         try:  # a short zombie_time needs more frequent beats
-            _heartbeat_every[run_id] = min(HEARTBEAT_INTERVAL, float(run_property("zombie_time", context)) / 3)
+            state.heartbeat_every = min(HEARTBEAT_INTERVAL, float(run_property("zombie_time", context)) / 3)
         except Core4Error:
-            _heartbeat_every[run_id] = HEARTBEAT_INTERVAL
-    last = _last_heartbeat.get(run_id)
-    if last is not None and now - last < _heartbeat_every[run_id]:
+            state.heartbeat_every = HEARTBEAT_INTERVAL
+    if state.last_heartbeat is not None and now - state.last_heartbeat < state.heartbeat_every:
         return False
-    _last_heartbeat[run_id] = now
+    state.last_heartbeat = now
     context.instance.add_run_tags(run_id, {HEARTBEAT_TAG: f"{now:.3f}"})
     return True
 
 
 # -- progress ------------------------------------------------------------------------------
-
-_last_progress: dict[tuple[str, str], float] = {}
 
 
 def progress(fraction: float, message: str = "") -> bool:
@@ -245,12 +282,12 @@ def progress(fraction: float, message: str = "") -> bool:
         raise PipelineError(f"progress({fraction!r}): expected a fraction from 0 to 1")
     context = current_context()
     heartbeat(context)
-    key = (context.run_id, step_key(context))
+    stored, step = RUNS.of(context.run_id).last_progress, step_key(context)
     now = time.monotonic()
-    last = _last_progress.get(key)
+    last = stored.get(step)
     if last is not None and now - last < run_property("progress_interval", context) and fraction < 1:
         return False
-    _last_progress[key] = now
+    stored[step] = now
     percent = f"{fraction * 100:.0f}%"
     context.log.info(f"progress {percent}" + (f": {message}" if message else ""))
     context.instance.add_run_tags(
@@ -266,32 +303,31 @@ def progress(fraction: float, message: str = "") -> bool:
 
 # -- sources and lineage -------------------------------------------------------------------
 
-_sources: dict[str, list[str]] = {}   # run id -> every source set in this process, in order
-_current_source: dict[str, str] = {}  # run id -> the current one
-
 
 def _known_sources(context: dg.OpExecutionContext) -> list[str]:
-    if context.run_id not in _sources:
+    state = RUNS.of(context.run_id)
+    if state.sources is None:
         # Other steps (another process) may have recorded sources already.
         run = context.instance.get_run_by_id(context.run_id)
         stored = (run.tags if run else {}).get(SOURCES_TAG)
         try:
-            _sources[context.run_id] = list(json.loads(stored)) if stored else []
+            state.sources = list(json.loads(stored)) if stored else []
         except ValueError:
-            _sources[context.run_id] = []
-    return _sources[context.run_id]
+            state.sources = []
+    return state.sources
 
 
 def set_sources(names: Iterable[str], current: str | None = None) -> None:
     """Record several sources at once (one tag update); the last becomes the current one."""
     context = current_context()
     known = _known_sources(context)
+    state = RUNS.of(context.run_id)
     new: list[str] = []
     for name in names:
         base = os.path.basename(os.fspath(name))
         if not base:
             raise PipelineError(f"set_source({name!r}): a source needs a file name")
-        _current_source[context.run_id] = base
+        state.current_source = base
         if base not in known:
             known.append(base)
             new.append(os.fspath(name))
@@ -302,8 +338,8 @@ def set_sources(names: Iterable[str], current: str | None = None) -> None:
     elif new:
         context.log.info(f"sources ({len(new)}): " + ", ".join(new))
     if current is not None:
-        _current_source[context.run_id] = os.path.basename(current)
-    tags = {SOURCE_TAG: _current_source.get(context.run_id, "")}
+        state.current_source = os.path.basename(current)
+    tags = {SOURCE_TAG: state.current_source or ""}
     if added:
         listing = json.dumps(known)
         if len(listing) > MAX_SOURCES_TAG_CHARS:
@@ -324,7 +360,8 @@ def set_source(name: str) -> None:
 
 def current_source() -> str:
     context = current_context()
-    source = _current_source.get(context.run_id)
+    state = RUNS.get(context.run_id)
+    source = state.current_source if state else None
     if not source:
         raise PipelineError(f"run {context.run_id}: no source set; call set_source(name) before writing")
     return source
@@ -347,4 +384,5 @@ def collection(mongo, name: str):
 
     context = current_context()
     run_id = context.run_id
-    return StampedCollection(mongo.collection(name), lambda: _current_source.get(run_id), run_id)
+    state = RUNS.of(run_id)
+    return StampedCollection(mongo.collection(name), lambda: state.current_source, run_id)
