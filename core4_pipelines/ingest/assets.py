@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -300,21 +299,23 @@ class ImportAssets:
     freshness: timedelta | float | None = None
 
 
-# Keyed by the job's asset op: every copy of the job (properties applied, retargeted) shares it.
-_BY_OP: "weakref.WeakKeyDictionary[Any, ImportAssets]" = weakref.WeakKeyDictionary()
+# Carried by the job's asset op itself: every copy of the job (properties applied, retargeted)
+# has the same op, and nothing is kept beside the definitions.
+_IMPORT_ASSETS_ATTRIBUTE = "core4_import_assets"
 
 
 def register(job: dg.JobDefinition, op: Any, assets: ImportAssets) -> dg.JobDefinition:
-    _BY_OP[op] = assets
+    setattr(op, _IMPORT_ASSETS_ATTRIBUTE, assets)
     return job
 
 
 def assets_of(job: Any) -> ImportAssets | None:
+    """What :func:`register` put on ``job``'s op (None for a job not built by import_job/download_job)."""
     if not isinstance(job, dg.JobDefinition):
         return None
     for node_def in job.graph.node_defs:
-        found = _BY_OP.get(node_def)
-        if found is not None:
+        found = getattr(node_def, _IMPORT_ASSETS_ATTRIBUTE, None)
+        if isinstance(found, ImportAssets):
             return found
     return None
 
