@@ -18,7 +18,7 @@ import dagster as dg
 
 from core4_pipelines.errors import JobSettingsError
 from core4_pipelines.ingest.assets import assets_of
-from core4_pipelines.project.jobs import _retarget, _targets
+from core4_pipelines.project.jobs import jobs_by_name, retarget
 from core4_pipelines.properties import configured_section, declared_properties, with_declared
 from core4_resources.config.settings import Settings
 from core4_resources.config.job_properties import check_value
@@ -52,10 +52,7 @@ def project_assets(
     project: str, settings: Settings, jobs: Iterable[Any], sensors: Iterable[Any], schedules: Iterable[Any]
 ) -> ProjectAssets:
     jobs, sensors, schedules = list(jobs), list(sensors), list(schedules)
-    every: dict[str, dg.JobDefinition] = {}
-    for job in [*jobs, *(t for d in [*sensors, *schedules] for t in _targets(d))]:
-        if isinstance(job, dg.JobDefinition):
-            every.setdefault(job.name, job)
+    every = jobs_by_name(jobs, sensors, schedules)
 
     rebuilt: dict[str, dg.JobDefinition] = {}
     moved_inboxes: dict[dg.AssetKey, dg.AssetKey] = {}
@@ -76,8 +73,8 @@ def project_assets(
 
     result = ProjectAssets(
         jobs=[rebuilt.get(j.name, j) if isinstance(j, dg.JobDefinition) else j for j in jobs],
-        sensors=[_retarget(s, final) for s in sensors],
-        schedules=[_retarget(s, final) for s in schedules],
+        sensors=[retarget(s, final) for s in sensors],
+        schedules=[retarget(s, final) for s in schedules],
     )
     produced: dict[dg.AssetKey, str] = {}
     collections: dict[dg.AssetKey, str] = {}

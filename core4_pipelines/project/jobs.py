@@ -34,7 +34,8 @@ class ProjectJobs:
     sources: dict[str, dict[str, str]] = field(default_factory=dict)  # job -> property -> where from
 
 
-def _targets(definition: Any) -> list[dg.JobDefinition]:
+def job_targets(definition: Any) -> list[dg.JobDefinition]:
+    """The built jobs a schedule or sensor targets."""
     if isinstance(definition, dg.ScheduleDefinition):
         return [definition.job] if definition.has_job and isinstance(definition.job, dg.JobDefinition) else []
     if isinstance(definition, dg.SensorDefinition) and definition.has_jobs:
@@ -42,7 +43,17 @@ def _targets(definition: Any) -> list[dg.JobDefinition]:
     return []
 
 
-def _retarget(definition: Any, resolved: dict[str, dg.JobDefinition]) -> Any:
+def jobs_by_name(jobs: Iterable[Any], sensors: Iterable[Any], schedules: Iterable[Any]) -> dict[str, dg.JobDefinition]:
+    """Every built job of a project by name: those given, then those only a sensor or schedule targets."""
+    every: dict[str, dg.JobDefinition] = {}
+    for job in [*jobs, *(t for d in [*sensors, *schedules] for t in job_targets(d))]:
+        if isinstance(job, dg.JobDefinition):
+            every.setdefault(job.name, job)
+    return every
+
+
+def retarget(definition: Any, resolved: dict[str, dg.JobDefinition]) -> Any:
+    """``definition`` (a schedule or sensor) pointed at the jobs of ``resolved`` with the same names."""
     if isinstance(definition, dg.ScheduleDefinition):
         if definition.has_job and definition.job.name in resolved:
             return definition.with_updated_job(resolved[definition.job.name])
@@ -79,10 +90,7 @@ def resolve_project_jobs(
     schedules: Iterable[Any] = (),
 ) -> ProjectJobs:
     jobs, sensors, schedules = list(jobs), list(sensors), list(schedules)
-    originals: dict[str, dg.JobDefinition] = {}
-    for job in [*jobs, *(t for d in [*sensors, *schedules] for t in _targets(d))]:
-        if isinstance(job, dg.JobDefinition):
-            originals.setdefault(job.name, job)
+    originals = jobs_by_name(jobs, sensors, schedules)
 
     result = ProjectJobs()
     problems: list[str] = []
@@ -115,8 +123,8 @@ def resolve_project_jobs(
     result.jobs = [resolved.get(job.name, job) if isinstance(job, dg.JobDefinition) else job for job in jobs]
     listed = {job.name for job in result.jobs if isinstance(job, dg.JobDefinition)}
     result.jobs += [job for name, job in resolved.items() if name not in listed]
-    result.sensors = [_retarget(sensor, resolved) for sensor in sensors]
-    result.schedules = [_retarget(schedule, resolved) for schedule in schedules]
+    result.sensors = [retarget(sensor, resolved) for sensor in sensors]
+    result.schedules = [retarget(schedule, resolved) for schedule in schedules]
     for name, job in resolved.items():
         if result.properties[name].schedule:
             result.schedules.append(job_schedule(job, project, result.properties[name]))

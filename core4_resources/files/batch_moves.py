@@ -27,7 +27,13 @@ from typing import BinaryIO
 
 from core4_resources.files import moves
 from core4_resources.errors import FolderError, SourceMissingError
-from core4_resources.files.markers import file_identity, finish_batch_marker, finish_interrupted_move, read_move_marker, still_there
+from core4_resources.files.markers import (
+    file_identity,
+    finish_batch_marker,
+    finish_interrupted_move,
+    read_move_marker,
+    still_there,
+)
 from core4_resources.files.fileops import fsync_files, open_new_file, remove_quietly
 from core4_resources.files.names import hidden_temp_name, is_move_marker, move_marker_path, printable_name
 
