@@ -9,8 +9,6 @@ This package is the library a project imports. The operator tool (`coco`) lives 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +23,7 @@ del _text
 
 if TYPE_CHECKING:
     from core4_pipelines.project.components import FileImport, HttpDownload
-    from core4_pipelines.cookie import Cookie
+    from core4_pipelines.job_cookie import Cookie
     from core4_pipelines.download.job import download_job, download_to_proc
     from core4_pipelines.ingest.assets import collection_key, inbox_key
     from core4_pipelines.ingest.job import ImportBatchConfig, import_job, import_run_config
@@ -50,7 +48,7 @@ if TYPE_CHECKING:
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "Cookie": "core4_pipelines.cookie",
+    "Cookie": "core4_pipelines.job_cookie",
     "FileImport": "core4_pipelines.project.components",
     "HttpDownload": "core4_pipelines.project.components",
     "FolderResource": "core4_resources.files.folders",
@@ -123,16 +121,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
-
-
-class _Library(types.ModuleType):
-    """Keeps a public name that is also a submodule's name (``cookie``: runtime's function,
-    not the module ``core4_pipelines.cookie``) from being replaced when the submodule loads."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Library

@@ -89,7 +89,7 @@ def job_config(model: type[T]) -> T:
 
 
 def cookie(mongo):
-    """The running job's persistent key/value store (see :class:`core4_pipelines.cookie.Cookie`)."""
-    from core4_pipelines.cookie import Cookie
+    """The running job's persistent key/value store (see :class:`core4_pipelines.job_cookie.Cookie`)."""
+    from core4_pipelines.job_cookie import Cookie
 
     return Cookie(mongo, qualified_job())

@@ -11,7 +11,7 @@ import time
 import dagster as dg
 import pytest
 
-from core4_pipelines.cookie import Cookie
+from core4_pipelines.job_cookie import Cookie
 from core4_pipelines.errors import PipelineError
 from core4_pipelines.project.definitions import project_definitions
 from core4_pipelines.supervise.runtime import cookie
@@ -61,7 +61,7 @@ def test_the_running_job_keeps_its_cookie_between_runs(mongo):
 INCREMENTER = textwrap.dedent(
     """
     import os, sys, time
-    from core4_pipelines.cookie import Cookie
+    from core4_pipelines.job_cookie import Cookie
     from core4_resources.mongo.resource import MongoResource
 
     url, database, barrier, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import pkgutil
 import subprocess
 import sys
 import textwrap
@@ -96,7 +97,9 @@ def test_a_projects_definitions_do_not_load_the_operator_tool(tmp_path):
 
 def test_the_public_names_load_lazily_and_are_the_defining_modules_objects(tmp_path):
     assert sorted(core4_pipelines.__all__) == sorted(core4_pipelines._EXPORTS)
-    # `Cookie` first: it loads the submodule core4_pipelines.cookie, which must not hide runtime's `cookie`.
+    # No public name is also a submodule's name: loading that submodule would replace it.
+    submodules = {module.name for module in pkgutil.iter_modules(core4_pipelines.__path__)}
+    assert submodules & set(core4_pipelines.__all__) == set()
     loaded_after("""
         import importlib
         import core4_pipelines
