@@ -107,12 +107,15 @@ def collection_spec(
     pattern: str | None,
     model: type | None,
     freshness: timedelta | float | None,
+    mode: str = "insert",
+    keys: Sequence[str] = (),
 ) -> dg.AssetSpec:
     metadata: dict[str, Any] = {
         "collection": collection,
         "import": job_name,
         "reader": reader,
         "pattern": pattern or "any visible file",
+        "mode": mode + (f" on {', '.join(keys)}" if keys else ""),
     }
     if model is not None:
         metadata["record_model"] = f"{model.__module__}.{model.__qualname__}"
@@ -185,8 +188,11 @@ def _table(rows: Sequence[FileRow]) -> dg.MetadataValue:
 
 
 def batch_materialization(
-    key: dg.AssetKey, batch_id: str, rows: Sequence[FileRow], *, duplicates: int
+    key: dg.AssetKey, batch_id: str, rows: Sequence[FileRow], *, duplicates: int,
+    counts: Mapping[str, int] | None = None,
 ) -> dg.MaterializeResult:
+    """The collection after one batch: its files, records, and (a mode other than insert) what
+    became of them: ``inserted``, ``updated``, ``unchanged``, ``deleted`` documents."""
     imported = [r for r in rows if r.outcome == "imported"]
     metadata: dict[str, Any] = {
         "batch": batch_id,
@@ -196,6 +202,7 @@ def batch_materialization(
         "records": sum(r.records for r in imported),
         "duplicates_skipped": duplicates,
         "bytes": sum(r.bytes for r in imported),
+        **(counts or {}),
         "file_table": _table(rows),
     }
     if len(rows) > MAX_TABLE_ROWS:

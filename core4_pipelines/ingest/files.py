@@ -19,6 +19,7 @@ import dagster as dg
 
 from core4_pipelines.errors import RecordError
 from core4_pipelines.ingest.readers import check_field_names
+from core4_pipelines.ingest.ready import file_state, open_for_writing
 from core4_pipelines.ingest.record_model import Converter
 from core4_resources.files.folders import FolderResource, printable_name
 from core4_resources.mongo.resource import MongoResource
@@ -37,10 +38,38 @@ class FileOutcome:
     changed: str | None = None  # still being written: its records removed, the file back to proc
     vanished: bool = False  # removed from the batch by someone else before it was imported
     kept: str | None = None  # not moved on for a passing reason: stays for the batch's next run
+    # What the write mode did with the records (ingest/modes.py); insert counts inserted only.
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0  # replace: the documents of the earlier file of that name
 
     @property
     def is_imported(self) -> bool:
         return not (self.error or self.changed or self.vanished or self.kept)
+
+
+def content_error(exc: Exception, path: str, shown: str) -> str:
+    """The reason a file's content was refused, naming the file by its name: the path it was
+    read from is the hidden batch folder, gone by the time anyone reads the reason."""
+    text = str(exc) if isinstance(exc, RecordError) else f"{type(exc).__name__}: {exc}"
+    for hidden in (path, printable_name(path)):
+        text = text.replace(hidden, shown)
+    return text if text.startswith(shown) else f"{shown}: {text}"
+
+
+def change_after_read(path: str, before: tuple) -> tuple[bool, str | None]:
+    """(vanished, why it is not to be imported now) of a file read whole since ``before``
+    (its ``file_state``): gone, changed meanwhile, or still held open by a writer."""
+    try:
+        after = file_state(os.stat(path))
+    except FileNotFoundError:
+        return True, None
+    if after != before:
+        return False, f"it changed while it was read ({before[0]} -> {after[0]} bytes)"
+    if open_for_writing(path):
+        return False, "another process still holds it open for writing"
+    return False, None
 
 
 def record_id(batch_id: str, name: str, position: int) -> str:

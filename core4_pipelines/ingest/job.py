@@ -10,7 +10,7 @@ evaluates the ``no_rejected_files`` check (``ingest/assets.py``).
 import functools
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -46,6 +46,7 @@ from core4_pipelines.ingest.files import (  # noqa: F401 - _records_with_ids for
     _batch_lock,
     _records_with_ids,
 )
+from core4_pipelines.ingest.modes import check_mode, ensure_key_index, mode_counts
 from core4_pipelines.ingest.record_model import model_converter
 from core4_pipelines.supervise.runtime import core4_compute, heartbeat, set_sources
 from core4_pipelines.tags import (  # noqa: F401 - BATCH_TAG importable here as before
@@ -182,6 +183,8 @@ def import_job(
     freshness: timedelta | float | None = None,
     checks: Iterable[Any] = (),
     rejected_files: str = "fail",
+    mode: str = "insert",
+    keys: Sequence[str] | None = None,
     project: str | None = None,
     description: str | None = None,
     retry_policy: dg.RetryPolicy | None = None,
@@ -196,7 +199,9 @@ def import_job(
     with a table of the batch's files; the check ``no_rejected_files`` fails when files
     went to the error folder (with ``rejected_files="fail"``, the default, the run fails
     too, without retrying them: their content will not change; ``"warn"`` only warns).
-    ``checks`` are further asset checks of the collection, run after each batch.
+    ``checks`` are further asset checks of the collection, run after each batch. ``mode``
+    (``insert``, ``upsert``, ``merge``, ``replace``) is how records are written, ``keys``
+    the fields that name a document for upsert and merge (see ``ingest/modes.py``).
     ``pattern`` (names the sensor claims) and ``freshness`` (a timedelta or seconds; also
     ``jobs.<name>.freshness`` in the configuration) describe the asset. ``project`` is the
     first part of its asset keys: :func:`project_definitions` sets it to its own project (a
@@ -209,6 +214,7 @@ def import_job(
             f"import_job({name}): rejected_files must be one of {', '.join(REJECTED_FILES_ACTIONS)}, "
             f"got {rejected_files!r}"
         )
+    keys = check_mode(mode, keys, f"import_job({name})")
     pattern_text = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
     if pattern_text is not None:
         try:
@@ -222,7 +228,7 @@ def import_job(
     key = collection_key(project, collection)
     spec = collection_spec(
         project, collection, job_name=name, reader=reader_name(read), pattern=pattern_text,
-        model=model, freshness=freshness,
+        model=model, freshness=freshness, mode=mode, keys=keys,
     )
 
     def import_batch(
@@ -246,6 +252,8 @@ def import_job(
                 context.log.info(f"batch {config.batch_id}: nothing left to import in {folder}")
             else:
                 set_sources([printable_name(n) for n in names])  # lineage: every file of the run
+                if keys:
+                    ensure_key_index(mongo, collection, keys, context.log.info)
             # One stream of inserts for the whole batch, read while the database writes.
             outcomes = write_batch_records(
                 [os.path.join(folder, file_name) for file_name in names],
@@ -256,6 +264,8 @@ def import_job(
                 run_id=context.run.run_id,
                 convert=convert,
                 beat=lambda: heartbeat(context.op_execution_context),  # the zombie monitor sees it work
+                mode=mode,
+                keys=keys,
             )
             if outcomes:
                 # The one durability point of the batch: no file is archived before its
@@ -273,7 +283,8 @@ def import_job(
         # nothing (every file rejected, or imported before) is no success of the collection.
         if any(o.is_imported for o in outcomes):
             # One event per batch: the file table is the per-file lineage (with _src/_job_id).
-            yield batch_materialization(key, config.batch_id, rows, duplicates=sum(o.duplicates for o in outcomes))
+            yield batch_materialization(key, config.batch_id, rows, duplicates=sum(o.duplicates for o in outcomes),
+                                        counts=mode_counts(outcomes) if mode != "insert" else None)
         yield rejected_check_result(key, config.batch_id, rows, rejected_files,
                                     _in_error(folders, pattern_text, config.base))
         kept = [o for o in outcomes if o.kept]
@@ -317,7 +328,7 @@ def import_job(
     )
     rebuild = functools.partial(
         import_job, name, read=read, collection=collection, pattern=pattern, model=model,
-        checks=checks, rejected_files=rejected_files, description=description,
+        checks=checks, rejected_files=rejected_files, mode=mode, keys=keys, description=description,
         retry_policy=retry_policy, tags=tags, properties=properties,
     )
     register(job, import_assets.node_def, ImportAssets(

@@ -25,32 +25,25 @@ from collections.abc import Callable, Sequence
 from bson.errors import InvalidDocument
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from core4_pipelines.errors import RecordError
 from core4_pipelines.ingest.files import (
     FileOutcome,
     Reader,
     _records_with_ids,
     _remove_partial,
+    change_after_read,
+    content_error,
     finish_file,
     not_archived,
 )
+from core4_pipelines.ingest.modes import write_file_keyed
 from core4_pipelines.ingest.record_model import Converter
-from core4_pipelines.ingest.ready import file_state, open_for_writing
+from core4_pipelines.ingest.ready import file_state
 from core4_resources.files.folders import FolderResource, printable_name
 from core4_resources.mongo.resource import DUPLICATE_KEY, INSERT_CHUNK, MongoResource
 
 # Chunks read ahead of the insert in flight: enough to keep the database busy, little memory.
 _READ_AHEAD = 2
 _DONE = None
-
-
-def _content_error(exc: Exception, path: str, shown: str) -> str:
-    """The reason a file's content was refused, naming the file by its name: the path it was
-    read from is the hidden batch folder, gone by the time anyone reads the reason."""
-    text = str(exc) if isinstance(exc, RecordError) else f"{type(exc).__name__}: {exc}"
-    for hidden in (path, printable_name(path)):
-        text = text.replace(hidden, shown)
-    return text if text.startswith(shown) else f"{shown}: {text}"
 
 
 class _Stream:
@@ -108,20 +101,12 @@ class _Stream:
                 if not os.path.lexists(path):
                     outcome.vanished = True
                 else:
-                    outcome.error = _content_error(exc, path, shown)
+                    outcome.error = content_error(exc, path, shown)
                 continue
-            try:
-                after = file_state(os.stat(path))
-            except FileNotFoundError:
-                after = None
-            if after != before or open_for_writing(path):
+            vanished, changed = change_after_read(path, before)
+            if vanished or changed:
                 del documents[start:], owners[start:]
-                if after is None:
-                    outcome.vanished = True
-                elif after != before:
-                    outcome.changed = f"it changed while it was read ({before[0]} -> {after[0]} bytes)"
-                else:
-                    outcome.changed = "another process still holds it open for writing"
+                outcome.vanished, outcome.changed = vanished, changed
         if documents:
             self._put((documents, owners))
 
@@ -136,12 +121,18 @@ def write_batch_records(
     run_id: str,
     convert: Converter | None = None,
     beat: Callable[[], object] | None = None,
+    mode: str = "insert",
+    keys: Sequence[str] = (),
 ) -> list[FileOutcome]:
     """Write every file's records as one stream of ``insert_many`` chunks; nothing moves yet.
 
     Each file keeps its own fate: imported, content error, changed while read, or vanished.
     ``beat`` is called once per chunk, in this thread (the run's heartbeat: see monitor.py).
+    Another ``mode`` than insert writes file after file, each whole or not at all (modes.py).
     """
+    if mode != "insert":
+        return [write_file_keyed(path, mode=mode, keys=keys, read=read, collection=collection, mongo=mongo,
+                                 batch_id=batch_id, run_id=run_id, convert=convert, beat=beat) for path in paths]
     stream = _Stream(list(paths), read, batch_id, run_id, convert)
     target = mongo.collection(collection)
     where = f"{mongo.database}.{collection}"
@@ -176,6 +167,7 @@ def write_batch_records(
             _remove_partial(mongo, collection, batch_id, printable_name(outcome.name), run_id)
             continue
         outcome.duplicates = duplicates[index]
+        outcome.inserted = inserted[index]
         outcome.records = inserted[index] + duplicates[index]
     return outcomes
 

@@ -1,0 +1,251 @@
+"""The write modes of an import besides ``insert``: ``upsert``, ``merge`` and ``replace``.
+
+``insert`` (``ingest/write.py``) appends every record under a deterministic ``_id``. The
+others write a file only once all of it was read without a fault (a record missing a key,
+a field name or value MongoDB cannot take, the file changing while read): a file is applied
+whole or not at all, and a retried batch leaves the collection as one clean run would.
+
+- ``upsert`` with ``keys``: each record replaces the document with the same key values, or
+  is inserted. ``merge`` with ``keys``: sets the record's fields on that document and keeps
+  its other fields. A unique index on ``keys`` (created by the import) makes each key one
+  document. Each written document carries ``_hash``, the hash of the record's content: a
+  record whose document has it already is not written again but counted ``unchanged`` (its
+  upsert meets the unique index) -- and so is every record of a batch run again.
+- ``replace``: the file's records replace every document imported earlier from a file of
+  the same name (``_src``): the records are inserted as ``insert`` does, then the others of
+  that ``_src`` deleted. A crash in between is finished by the batch's next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import bson
+from bson.errors import InvalidDocument
+from pymongo import ReplaceOne, UpdateOne
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
+
+from core4_pipelines.errors import RecordError
+from core4_pipelines.ingest.files import (
+    FileOutcome,
+    Reader,
+    _records_with_ids,
+    change_after_read,
+    content_error,
+    record_id,
+)
+from core4_pipelines.ingest.ready import file_state
+from core4_pipelines.ingest.record_model import Converter
+from core4_resources.files.folders import printable_name
+from core4_resources.mongo.resource import DUPLICATE_KEY, INSERT_CHUNK, MongoResource
+
+WRITE_MODES = ("insert", "upsert", "merge", "replace")
+KEYED_MODES = ("upsert", "merge")
+HASH_FIELD = "_hash"
+STAMPS = ("_src", "_job_id", HASH_FIELD)
+# A file of up to this many records is held in memory between reading and writing; a larger
+# one is read twice (checked whole, then written), so a 2 GB file never sits in memory.
+MAX_HELD_RECORDS = 50_000
+_KEY_NAME = re.compile(r"^[^$.\x00][^.\x00]*$")
+
+
+def check_mode(mode: str, keys: Sequence[str] | None, where: str) -> tuple[str, ...]:
+    """The mode's keys, or ValueError naming ``where`` (e.g. ``import_job(import_prices)``)."""
+    if mode not in WRITE_MODES:
+        raise ValueError(f"{where}: mode must be one of {', '.join(WRITE_MODES)}, got {mode!r}")
+    keys = tuple(keys or ())
+    if mode in KEYED_MODES and not keys:
+        raise ValueError(f"{where}: mode {mode} needs keys: the fields that name a document, e.g. keys=['sku', 'day']")
+    if mode not in KEYED_MODES and keys:
+        raise ValueError(f"{where}: keys are for the modes {' and '.join(KEYED_MODES)}, not {mode}")
+    for key in keys:
+        if not isinstance(key, str) or not _KEY_NAME.match(key) or key in STAMPS:
+            raise ValueError(f"{where}: keys: {key!r} is not a field name a document can be found by")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{where}: keys name a field twice: {list(keys)}")
+    return keys
+
+
+def key_index_name(keys: Sequence[str]) -> str:
+    return "core4_keys_" + "_".join(keys)
+
+
+def ensure_key_index(mongo: MongoResource, collection: str, keys: Sequence[str], log: Callable[[str], Any]) -> None:
+    """The unique index on ``keys`` that makes each key one document; said in the log when made."""
+    name = key_index_name(keys)
+    target = mongo.collection(collection)
+    where = f"{mongo.database}.{collection}"
+    try:
+        if name in target.index_information():
+            return
+        target.create_index([(key, 1) for key in keys], unique=True, name=name)
+    except OperationFailure as exc:
+        mongo.raise_error(
+            f"the unique index {name} on {where} ({', '.join(keys)}) cannot be created -- documents "
+            f"already there repeat a key (imported in another mode?); remove them or choose other keys", exc)
+    except PyMongoError as exc:
+        mongo.raise_error(f"creating the unique index {name} on {where}", exc)
+    log(f"created the unique index {name} on {where} ({', '.join(keys)}): one document per key")
+
+
+@dataclass
+class Counts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+
+def write_file_keyed(
+    path: str, *, mode: str, keys: Sequence[str], read: Reader, collection: str, mongo: MongoResource,
+    batch_id: str, run_id: str, convert: Converter | None, beat: Callable[[], object] | None,
+) -> FileOutcome:
+    """One file in ``mode`` (upsert, merge or replace): read whole, then written."""
+    name = os.path.basename(path)
+    shown = printable_name(name)
+    try:
+        before = file_state(os.stat(path))
+    except FileNotFoundError:
+        return FileOutcome(name=name, bytes=0, vanished=True)
+    outcome = FileOutcome(name=name, bytes=before[0])
+
+    def records():
+        generated = record_id(batch_id, shown, 0)[:-1]  # the _ids import gives records: dropped here
+        for document in _records_with_ids(read, path, batch_id, shown, convert):
+            yield _prepared(document, mode, keys, shown, run_id, generated)
+
+    try:
+        held: list[dict] | None = []
+        total = 0
+        for document in records():  # the whole file checked before anything is written
+            total += 1
+            if held is not None:
+                held.append(document)
+                if len(held) > MAX_HELD_RECORDS:
+                    held = None
+    except Exception as exc:  # noqa: BLE001 -- the reader failed on this file's content (or it went away)
+        if not os.path.lexists(path):
+            outcome.vanished = True
+        else:
+            outcome.error = content_error(exc, path, shown)
+        return outcome
+    outcome.vanished, outcome.changed = change_after_read(path, before)
+    if not outcome.is_imported:
+        return outcome
+    counts = Counts()
+    target = mongo.collection(collection)
+    where = f"{mongo.database}.{collection}"
+    chunk: list[dict] = []
+    for document in held if held is not None else records():
+        chunk.append(document)
+        if len(chunk) >= INSERT_CHUNK:
+            _write(target, where, mongo, mode, keys, chunk, counts)
+            chunk = []
+            if beat is not None:
+                beat()
+    if chunk:
+        _write(target, where, mongo, mode, keys, chunk, counts)
+    if mode == "replace":
+        counts.deleted = _delete_earlier(target, where, mongo, batch_id, shown)
+    outcome.records = total
+    outcome.inserted, outcome.updated, outcome.unchanged, outcome.deleted = (
+        counts.inserted, counts.updated, counts.unchanged, counts.deleted)
+    return outcome
+
+
+def _prepared(document: dict, mode: str, keys: Sequence[str], shown: str, run_id: str, generated: str) -> dict:
+    own_id = document["_id"]
+    position = own_id[len(generated):] if isinstance(own_id, str) and own_id.startswith(generated) else None
+    where = f"{shown}: record {position}" if position is not None else f"{shown}: record _id {own_id!r}"
+    if mode == "replace":
+        document = {**document, "_src": shown, "_job_id": run_id}
+        _encoded(document, where)  # a value BSON cannot hold is this file's content error, found now
+        return document
+    if position is not None:
+        del document["_id"]  # a document is found by its keys; the database names a new one
+    elif "_id" not in keys:
+        raise RecordError(f"{where}: with mode {mode} a record's own _id must be one of the keys "
+                          f"(keys: {', '.join(keys)}), or left out")
+    missing = [key for key in keys if key not in document]
+    if missing:
+        raise RecordError(f"{where} has no {', '.join(missing)} (keys: {', '.join(keys)}): "
+                          "it cannot be matched to a document")
+    digest = hashlib.blake2b(_encoded(document, where), digest_size=16).hexdigest()
+    return {**document, "_src": shown, "_job_id": run_id, HASH_FIELD: digest}
+
+
+def _encoded(document: Mapping[str, Any], where: str) -> bytes:
+    try:
+        return bson.encode(document)
+    except InvalidDocument as exc:
+        raise RecordError(f"{where} cannot be stored as BSON: {exc}") from None
+
+
+def _write(target, where, mongo, mode, keys, chunk, counts: Counts) -> None:
+    if mode == "replace":
+        _insert_ignoring_duplicates(target, where, mongo, chunk, counts)
+        return
+    latest: dict[tuple, dict] = {}
+    for document in chunk:  # a key repeated within the chunk: the last record wins, as in order
+        latest[tuple(repr(document[key]) for key in keys)] = document
+    operations = []
+    for document in latest.values():
+        found = {key: document[key] for key in keys}
+        match = {**found, HASH_FIELD: {"$ne": document[HASH_FIELD]}}
+        if mode == "upsert":
+            operations.append(ReplaceOne(match, document, upsert=True))
+        else:
+            fields = {k: v for k, v in document.items() if k not in keys and k != "_id"}
+            operations.append(UpdateOne(match, {"$set": fields}, upsert=True))
+    counts.unchanged += len(chunk) - len(latest)  # replaced by a later record of the file
+    try:
+        result = target.bulk_write(operations, ordered=False)
+        details = result.bulk_api_result
+    except BulkWriteError as exc:
+        details = exc.details or {}
+        errors = details.get("writeErrors") or []
+        others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+        if others or details.get("writeConcernErrors"):
+            first = (others or details.get("writeConcernErrors"))[0]
+            mongo.raise_error(f"{mode} into {where} from {chunk[0]['_src']} failed: {first.get('errmsg')} "
+                              f"(code {first.get('code')})", exc)
+        counts.unchanged += len(errors)  # its document has this content already
+    except PyMongoError as exc:
+        mongo.raise_error(f"{mode} into {where} from {chunk[0]['_src']} at {mongo.masked_url} failed", exc)
+    counts.inserted += details.get("nUpserted", 0)
+    counts.updated += details.get("nModified", 0)
+    counts.unchanged += details.get("nMatched", 0) - details.get("nModified", 0)
+
+
+def _insert_ignoring_duplicates(target, where, mongo, chunk, counts: Counts) -> None:
+    try:
+        target.insert_many(chunk, ordered=False)
+        counts.inserted += len(chunk)
+    except BulkWriteError as exc:
+        errors = (exc.details or {}).get("writeErrors") or []
+        others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+        if others:
+            mongo.raise_error(f"replace into {where} from {chunk[0]['_src']} failed: {others[0].get('errmsg')}", exc)
+        counts.inserted += len(chunk) - len(errors)
+        counts.unchanged += len(errors)  # written by an earlier run of this batch
+    except PyMongoError as exc:
+        mongo.raise_error(f"replace into {where} from {chunk[0]['_src']} at {mongo.masked_url} failed", exc)
+
+
+def _delete_earlier(target, where, mongo, batch_id: str, shown: str) -> int:
+    """Every document of ``_src`` ``shown`` but this import's: what the new file replaces."""
+    mine = re.compile("^" + re.escape(record_id(batch_id, shown, 0)[:-1]))
+    try:
+        return target.delete_many({"_src": shown, "_id": {"$not": mine}}).deleted_count
+    except PyMongoError as exc:
+        mongo.raise_error(f"replace into {where}: deleting the documents of the earlier {shown}", exc)
+
+
+def mode_counts(outcomes: Sequence[FileOutcome]) -> Mapping[str, int]:
+    imported = [o for o in outcomes if o.is_imported]
+    return {name: sum(getattr(o, name) for o in imported) for name in ("inserted", "updated", "unchanged", "deleted")}
