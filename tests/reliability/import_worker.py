@@ -1,6 +1,7 @@
 """Run one import batch in this process, as a Dagster run worker would; the parent may kill -9 it.
 
-Usage: python import_worker.py SETTINGS.json   (root, project, mongo_url, database, batch_id)
+Usage: python import_worker.py SETTINGS.json   (root, project, mongo_url, database, batch_id;
+  optional: collection, mode, keys)
 DAGSTER_HOME must name the instance shared with the parent.
 """
 
@@ -23,7 +24,8 @@ from core4_resources.mongo.resource import MongoResource  # noqa: E402
 def main(settings_path: str) -> int:
     with open(settings_path) as handle:
         settings = json.load(handle)
-    job = import_job("import_things", read=read_csv, collection=settings.get("collection", "things"))
+    job = import_job("import_things", read=read_csv, collection=settings.get("collection", "things"),
+                     mode=settings.get("mode", "insert"), keys=settings.get("keys"))
     folders = make_folders(settings["root"], settings.get("project", "demo"))
     mongo = MongoResource(mongo_url=settings["mongo_url"], database=settings["database"])
     with dg.DagsterInstance.get() as instance:
