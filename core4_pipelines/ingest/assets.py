@@ -199,6 +199,7 @@ def batch_materialization(
         "files": len(rows),
         "files_imported": len(imported),
         "files_rejected": sum(1 for r in rows if r.outcome == "rejected"),
+        "files_duplicate": sum(1 for r in rows if r.outcome == "duplicate"),
         "records": sum(r.records for r in imported),
         "duplicates_skipped": duplicates,
         "bytes": sum(r.bytes for r in imported),

@@ -43,6 +43,7 @@ class FileOutcome:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0  # replace: the documents of the earlier file of that name
+    duplicate_of: str | None = None  # the same content was imported before (ledger.py): archived, no records
 
     @property
     def is_imported(self) -> bool:

@@ -46,6 +46,7 @@ from core4_pipelines.ingest.files import (  # noqa: F401 - _records_with_ids for
     _batch_lock,
     _records_with_ids,
 )
+from core4_pipelines.ingest.ledger import DUPLICATES_ACTIONS, Ledger, batch_file_hashes, duplicate_note
 from core4_pipelines.ingest.modes import check_mode, ensure_key_index, mode_counts
 from core4_pipelines.ingest.record_model import model_converter
 from core4_pipelines.supervise.runtime import core4_compute, heartbeat, set_sources
@@ -88,6 +89,8 @@ class ImportBatchConfig(dg.Config):
 
 
 def _row(o: FileOutcome) -> FileRow:
+    if o.duplicate_of is not None and o.is_imported:
+        return FileRow(o.name, "duplicate", 0, o.bytes, o.archive or "", o.duplicate_of)
     if o.is_imported:
         return FileRow(o.name, "imported", o.records, o.bytes, o.archive or "")
     if o.error:
@@ -113,7 +116,9 @@ def _report(context, folders: FolderResource, batch_id: str, o: FileOutcome) -> 
         context.log.error(f"{o.error} (moved to {where_now(folders, o.archive)})")
         return
     shown = printable_name(o.name)
-    if o.changed:
+    if o.duplicate_of is not None and o.is_imported:
+        context.log.info(f"{shown}: {o.duplicate_of}; archived to {where_now(folders, o.archive)}, not imported again")
+    elif o.changed:
         context.log.warning(
             f"{shown} was still being written ({o.changed}): its records were removed and the "
             f"file returned to {where_now(folders, o.archive)}, to be imported once it stays unchanged"
@@ -185,6 +190,7 @@ def import_job(
     rejected_files: str = "fail",
     mode: str = "insert",
     keys: Sequence[str] | None = None,
+    duplicates: str = "import",
     project: str | None = None,
     description: str | None = None,
     retry_policy: dg.RetryPolicy | None = None,
@@ -201,7 +207,10 @@ def import_job(
     too, without retrying them: their content will not change; ``"warn"`` only warns).
     ``checks`` are further asset checks of the collection, run after each batch. ``mode``
     (``insert``, ``upsert``, ``merge``, ``replace``) is how records are written, ``keys``
-    the fields that name a document for upsert and merge (see ``ingest/modes.py``).
+    the fields that name a document for upsert and merge (see ``ingest/modes.py``). Every
+    file is entered in the project's file ledger (``sys.files``, see ``ingest/ledger.py``);
+    ``duplicates="skip"`` archives a file whose content this import imported before without
+    importing it again (``"import"`` imports it all the same).
     ``pattern`` (names the sensor claims) and ``freshness`` (a timedelta or seconds; also
     ``jobs.<name>.freshness`` in the configuration) describe the asset. ``project`` is the
     first part of its asset keys: :func:`project_definitions` sets it to its own project (a
@@ -215,6 +224,9 @@ def import_job(
             f"got {rejected_files!r}"
         )
     keys = check_mode(mode, keys, f"import_job({name})")
+    if duplicates not in DUPLICATES_ACTIONS:
+        raise ValueError(f"import_job({name}): duplicates must be one of {', '.join(DUPLICATES_ACTIONS)}, "
+                         f"got {duplicates!r}")
     pattern_text = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
     if pattern_text is not None:
         try:
@@ -254,9 +266,12 @@ def import_job(
                 set_sources([printable_name(n) for n in names])  # lineage: every file of the run
                 if keys:
                     ensure_key_index(mongo, collection, keys, context.log.info)
+            ledger = Ledger(mongo, f"{project}.{name}", collection)
+            hashes = batch_file_hashes(folder, names)
+            earlier = ledger.begin(config.batch_id, context.run.run_id, hashes, duplicates == "skip")
             # One stream of inserts for the whole batch, read while the database writes.
             outcomes = write_batch_records(
-                [os.path.join(folder, file_name) for file_name in names],
+                [os.path.join(folder, file_name) for file_name in names if file_name not in earlier],
                 read=read,
                 collection=collection,
                 mongo=mongo,
@@ -267,11 +282,14 @@ def import_job(
                 mode=mode,
                 keys=keys,
             )
+            sizes = {file_name: size for file_name, _, size in hashes}
+            outcomes += [FileOutcome(name=n, bytes=sizes[n], duplicate_of=duplicate_note(earlier[n])) for n in earlier]
             if outcomes:
                 # The one durability point of the batch: no file is archived before its
                 # records (and the removal of a bad file's records) are journaled.
                 mongo.make_durable()
             finish_batch(outcomes, folder, folders, config.base)  # the archive: one fsync point too
+            ledger.finish(config.batch_id, outcomes)
             for outcome in outcomes:
                 _report(context, folders, config.batch_id, outcome)
             try:
@@ -281,7 +299,7 @@ def import_job(
         rows = [_row(o) for o in outcomes]
         # Only a batch that imported something materializes the collection: one that imported
         # nothing (every file rejected, or imported before) is no success of the collection.
-        if any(o.is_imported for o in outcomes):
+        if any(o.is_imported and o.duplicate_of is None for o in outcomes):
             # One event per batch: the file table is the per-file lineage (with _src/_job_id).
             yield batch_materialization(key, config.batch_id, rows, duplicates=sum(o.duplicates for o in outcomes),
                                         counts=mode_counts(outcomes) if mode != "insert" else None)
@@ -328,7 +346,8 @@ def import_job(
     )
     rebuild = functools.partial(
         import_job, name, read=read, collection=collection, pattern=pattern, model=model,
-        checks=checks, rejected_files=rejected_files, mode=mode, keys=keys, description=description,
+        checks=checks, rejected_files=rejected_files, mode=mode, keys=keys, duplicates=duplicates,
+        description=description,
         retry_policy=retry_policy, tags=tags, properties=properties,
     )
     register(job, import_assets.node_def, ImportAssets(
