@@ -21,6 +21,7 @@ BENCHMARKS = (
     "move_proc_xdev",
     "move_archive",
     "import_records",
+    "write_modes",
     "end_to_end",
     "memory",
 )
