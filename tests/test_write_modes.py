@@ -93,7 +93,7 @@ def test_a_file_with_a_record_missing_a_key_writes_nothing_and_goes_to_error(fol
     assert prices(mongo) == before  # not one record of it written
     (reason_file,) = [n for n in os.listdir(folders.error_folder()) if n.endswith(".reason.txt")]
     reason = open(os.path.join(folders.error_folder(), reason_file)).read()
-    assert "prices-2.csv: record 0 has no day (keys: sku, day)" in reason
+    assert "prices-2.csv: record 0: no day (keys: sku, day)" in reason
 
 
 @pytest.mark.parametrize("held", [modes.MAX_HELD_RECORDS, 2])

@@ -24,6 +24,7 @@ from core4_resources.files.names import printable_name
 
 INBOX_SUFFIX = "_inbox"
 REJECTED_CHECK = "no_rejected_files"
+BAD_ROWS_CHECK = "no_bad_rows"
 REJECTED_FILES_ACTIONS = ("fail", "warn")
 # The UI renders the file table of a batch; beyond this many rows the rest is counted only.
 MAX_TABLE_ROWS = 2000
@@ -137,6 +138,26 @@ def collection_spec(
     )
 
 
+def bad_rows_check_spec(key: dg.AssetKey, action: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        BAD_ROWS_CHECK, asset=key,
+        description=(f"Warns when the last batch had bad rows ("
+                     f"{'diverted to the error folder' if action == 'divert' else 'skipped'}; each file's count and "
+                     "first reasons in the metadata). A file past max_bad_rows is rejected whole."),
+    )
+
+
+def bad_rows_check_result(key: dg.AssetKey, batch_id: str, rows: Sequence[FileRow]) -> dg.AssetCheckResult:
+    bad = [r for r in rows if r.bad_rows]
+    total = sum(r.bad_rows for r in bad)
+    return dg.AssetCheckResult(
+        asset_key=key, check_name=BAD_ROWS_CHECK, passed=total == 0, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"batch": batch_id, "bad_rows": total,
+                  "files": dg.MetadataValue.md("\n".join(f"- {md_code(r.name)}: {md_text(r.reason)}" for r in bad[:50])
+                                               or "none")},
+    )
+
+
 def rejected_check_spec(key: dg.AssetKey, action: str) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         REJECTED_CHECK,
@@ -166,6 +187,7 @@ class FileRow:
     bytes: int = 0
     moved_to: str = ""
     reason: str = ""
+    bad_rows: int = 0
 
 
 def _table(rows: Sequence[FileRow]) -> dg.MetadataValue:
@@ -200,6 +222,7 @@ def batch_materialization(
         "files_imported": len(imported),
         "files_rejected": sum(1 for r in rows if r.outcome == "rejected"),
         "files_duplicate": sum(1 for r in rows if r.outcome == "duplicate"),
+        "bad_rows": sum(r.bad_rows for r in imported),
         "records": sum(r.records for r in imported),
         "duplicates_skipped": duplicates,
         "bytes": sum(r.bytes for r in imported),

@@ -18,6 +18,7 @@ from typing import Any
 import dagster as dg
 
 from core4_pipelines.errors import RecordError
+from core4_pipelines.ingest.bad_rows import REJECTED_SUFFIX, BadRow, BadRowPolicy, FileBadRows
 from core4_pipelines.ingest.readers import check_field_names
 from core4_pipelines.ingest.ready import file_state, open_for_writing
 from core4_pipelines.ingest.record_model import Converter
@@ -44,6 +45,9 @@ class FileOutcome:
     unchanged: int = 0
     deleted: int = 0  # replace: the documents of the earlier file of that name
     duplicate_of: str | None = None  # the same content was imported before (ledger.py): archived, no records
+    bad_rows: int = 0  # rows skipped or diverted (bad_rows.py)
+    bad_rows_summary: str | None = None
+    diverted: str | None = None  # the file of its diverted rows, until moved to the error folder
 
     @property
     def is_imported(self) -> bool:
@@ -73,23 +77,61 @@ def change_after_read(path: str, before: tuple) -> tuple[bool, str | None]:
     return False, None
 
 
+def file_bad_rows(policy: BadRowPolicy | None, shown: str, name: str,
+                  temp_folder: Callable[[], str] | None) -> FileBadRows | None:
+    """The bad-row tally of one file under ``policy`` (None: a bad row fails the file)."""
+    if policy is None or policy.action == "fail":
+        return None
+    divert_to = None
+    if policy.action == "divert" and temp_folder is not None:
+        divert_to = os.path.join(temp_folder(), name + REJECTED_SUFFIX)
+    return policy.for_file(shown, divert_to)
+
+
+def keep_bad_rows(outcome: FileOutcome, tally: FileBadRows) -> None:
+    """What a file read whole had of bad rows, on its outcome (the diverted ones' file closed)."""
+    outcome.bad_rows = tally.count
+    if tally.count:
+        outcome.bad_rows_summary = tally.summary()
+    outcome.diverted = tally.close()
+
+
 def record_id(batch_id: str, name: str, position: int) -> str:
     """The deterministic ``_id`` of a file's record: the same on every retry of the batch."""
     return f"{batch_id}/{name}#{position}"
 
 
-def _records_with_ids(read: Reader, path: str, batch_id: str, name: str, convert: Converter | None = None):
+def _records_with_ids(read: Reader, path: str, batch_id: str, name: str, convert: Converter | None = None,
+                      bad: FileBadRows | None = None):
     # A reader's own _ids are checked for repeats within the file: the import ignores
     # duplicate keys (they are an earlier attempt's writes), so a repeat inside one
-    # file would otherwise vanish silently.
+    # file would otherwise vanish silently. ``bad``: the file's bad-row tally (bad_rows.py);
+    # without one a bad row fails the file.
     own_ids: dict[str, int] = {}
     checked_keys: tuple = ()
+    shown = printable_name(path)
     for position, record in enumerate(read(path)):
+        if bad is not None:
+            bad.rows += 1
+        if isinstance(record, BadRow):
+            if bad is None:
+                raise RecordError(f"{shown}: {record.where}: {record.reason}")
+            bad.bad_row(record)
+            continue
         if not isinstance(record, Mapping):
             raise RecordError(
                 f"{path}: record {position} is a {type(record).__name__}, expected a mapping"
             )
-        document = convert(record, position, printable_name(path)) if convert else dict(record)
+        if convert is None:
+            document = dict(record)
+        elif bad is None:
+            document = convert(record, position, shown)
+        else:
+            try:
+                document = convert(record, position, shown)
+            except RecordError as exc:  # the record model refused this one record
+                bad.refuse(f"record {position + 1}", str(exc).removeprefix(f"{shown}: "), dict(record))
+                continue
         keys = tuple(document)
         if keys != checked_keys:  # records of one file mostly share their keys: checked once
             check_field_names(keys, f"{printable_name(path)}: record {position}")
@@ -101,6 +143,8 @@ def _records_with_ids(read: Reader, path: str, batch_id: str, name: str, convert
         else:
             document["_id"] = record_id(batch_id, name, position)
         yield document
+    if bad is not None:
+        bad.check_limit()
 
 
 @contextlib.contextmanager

@@ -20,12 +20,10 @@ from pydantic import Field
 from core4_pipelines.ingest.claim import batch_files, batch_path, claim_batches, is_batch_id, scan_ready
 from core4_pipelines.download.job import download_job, download_to_proc  # noqa: F401 - public here too
 from core4_pipelines.errors import ImportBatchError
-from core4_pipelines._dagster import failure_without_stack
 from core4_pipelines.ingest.assets import (
-    MAX_LISTED_IN_ERROR,
+    bad_rows_check_result,
+    bad_rows_check_spec,
     REJECTED_FILES_ACTIONS,
-    FileRow,
-    InError,
     ImportAssets,
     batch_materialization,
     collection_key,
@@ -46,8 +44,10 @@ from core4_pipelines.ingest.files import (  # noqa: F401 - _records_with_ids for
     _batch_lock,
     _records_with_ids,
 )
+from core4_pipelines.ingest.bad_rows import BadRowPolicy, check_bad_rows
 from core4_pipelines.ingest.ledger import DUPLICATES_ACTIONS, Ledger, batch_file_hashes, duplicate_note
 from core4_pipelines.ingest.modes import check_mode, ensure_key_index, mode_counts
+from core4_pipelines.ingest.outcomes import TempFolder, divert_rows, file_row, in_error, rejected_failure, report_file
 from core4_pipelines.ingest.record_model import model_converter
 from core4_pipelines.supervise.runtime import core4_compute, heartbeat, set_sources
 from core4_pipelines.tags import (  # noqa: F401 - BATCH_TAG importable here as before
@@ -88,45 +88,6 @@ class ImportBatchConfig(dg.Config):
     )
 
 
-def _row(o: FileOutcome) -> FileRow:
-    if o.duplicate_of is not None and o.is_imported:
-        return FileRow(o.name, "duplicate", 0, o.bytes, o.archive or "", o.duplicate_of)
-    if o.is_imported:
-        return FileRow(o.name, "imported", o.records, o.bytes, o.archive or "")
-    if o.error:
-        return FileRow(o.name, "rejected", 0, o.bytes, o.archive or "", o.error)
-    if o.changed:
-        return FileRow(o.name, "returned", 0, o.bytes, o.archive or "", o.changed)
-    if o.kept:
-        return FileRow(o.name, "kept", o.records, o.bytes, "", o.kept)
-    return FileRow(o.name, "vanished", 0, 0, "", "removed from the batch before it was imported")
-
-
-def where_now(folders: FolderResource, path: str | None) -> str:
-    """``path`` as an operator finds it: relative to folder.root (``error/demo/x.csv``) when under it."""
-    if not path:
-        return ""
-    root = os.path.normpath(folders.root) if folders.root else ""
-    inside = root and os.path.normpath(path).startswith(root + os.sep)
-    return printable_name(os.path.relpath(path, root) if inside else path)
-
-
-def _report(context, folders: FolderResource, batch_id: str, o: FileOutcome) -> None:
-    if o.error:
-        context.log.error(f"{o.error} (moved to {where_now(folders, o.archive)})")
-        return
-    shown = printable_name(o.name)
-    if o.duplicate_of is not None and o.is_imported:
-        context.log.info(f"{shown}: {o.duplicate_of}; archived to {where_now(folders, o.archive)}, not imported again")
-    elif o.changed:
-        context.log.warning(
-            f"{shown} was still being written ({o.changed}): its records were removed and the "
-            f"file returned to {where_now(folders, o.archive)}, to be imported once it stays unchanged"
-        )
-    elif o.vanished:
-        context.log.warning(f"{shown} vanished from batch {batch_id} before it was imported; nothing of it is kept")
-
-
 def _claim_waiting(context, folders: FolderResource, base: str | None, pattern: str | None) -> str | None:
     """Claim the files waiting in proc now as one batch (a run started without a batch_id);
     the run is tagged with it, so the sensor runs the batch again should this run fail."""
@@ -144,40 +105,6 @@ def _claim_waiting(context, folders: FolderResource, base: str | None, pattern: 
     return batch.batch_id
 
 
-def retry_command(project: str, base: str | None = None) -> str:
-    return f"coco retry {project}" + (f" --base {base}" if base else "")
-
-
-def _in_error(folders: FolderResource, pattern: str | None, base: str | None) -> InError:
-    """What of this import waits in the error folder (one scan; reasons of the first few only)."""
-    paths = folders.list_error(pattern, base)
-    return InError(
-        total=len(paths),
-        files=[(os.path.basename(p), folders.error_reason(p) or "") for p in paths[:MAX_LISTED_IN_ERROR]],
-        folder=where_now(folders, folders.error_folder(base)),
-        retry=retry_command(folders.project, base),
-    )
-
-
-def _rejected(context, folders: FolderResource, batch_id: str, outcomes, failed, base: str | None) -> Exception:
-    """The run's failure for files whose content was refused: what, where they are now and what to
-    do, as lines without a stack trace (the stack of a data error helps nobody); the run is tagged
-    so that `coco runs` and `coco restart` can tell it from a failure of code or infrastructure."""
-    names = [printable_name(os.path.basename(o.archive or o.name)) for o in failed]
-    retry = retry_command(folders.project, base)
-    listing = "\n".join(f"- {o.error} (now {where_now(folders, o.archive)})" for o in failed)
-    message = (
-        f"{len(failed)} of {len(outcomes)} files of batch {batch_id} could not be imported and were moved to "
-        f"the error folder:\n{listing}\nFix them, then put them back into proc: {retry} {' '.join(names[:10])}"
-        + (" ..." if len(names) > 10 else "")
-    )
-    summary = f"{len(failed)} files moved to {where_now(folders, folders.error_folder(base))}: {', '.join(names[:5])}"
-    context.instance.add_run_tags(context.run.run_id, {
-        STATE_TAG: REJECTED_STATE, MESSAGE_TAG: (summary + (", ..." if len(names) > 5 else ""))[:500],
-        RETRY_TAG: retry})
-    return failure_without_stack(message)
-
-
 def import_job(
     name: str,
     *,
@@ -191,6 +118,8 @@ def import_job(
     mode: str = "insert",
     keys: Sequence[str] | None = None,
     duplicates: str = "import",
+    bad_rows: str = "fail",
+    max_bad_rows: float | None = None,
     project: str | None = None,
     description: str | None = None,
     retry_policy: dg.RetryPolicy | None = None,
@@ -210,7 +139,8 @@ def import_job(
     the fields that name a document for upsert and merge (see ``ingest/modes.py``). Every
     file is entered in the project's file ledger (``sys.files``, see ``ingest/ledger.py``);
     ``duplicates="skip"`` archives a file whose content this import imported before without
-    importing it again (``"import"`` imports it all the same).
+    importing it again (``"import"`` imports it all the same). ``bad_rows`` (``fail``, ``skip``,
+    ``divert``) and ``max_bad_rows`` are what a file's bad rows do (see ``ingest/bad_rows.py``).
     ``pattern`` (names the sensor claims) and ``freshness`` (a timedelta or seconds; also
     ``jobs.<name>.freshness`` in the configuration) describe the asset. ``project`` is the
     first part of its asset keys: :func:`project_definitions` sets it to its own project (a
@@ -227,6 +157,8 @@ def import_job(
     if duplicates not in DUPLICATES_ACTIONS:
         raise ValueError(f"import_job({name}): duplicates must be one of {', '.join(DUPLICATES_ACTIONS)}, "
                          f"got {duplicates!r}")
+    check_bad_rows(bad_rows, max_bad_rows, f"import_job({name})")
+    row_policy = BadRowPolicy(bad_rows, max_bad_rows)
     pattern_text = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
     if pattern_text is not None:
         try:
@@ -253,7 +185,9 @@ def import_job(
             config = config.model_copy(update={"batch_id": _claim_waiting(context, folders, config.base, pattern_text)})
             if config.batch_id is None:
                 yield rejected_check_result(key, "(none)", [], rejected_files,
-                                            _in_error(folders, pattern_text, config.base))
+                                            in_error(folders, pattern_text, config.base))
+                if bad_rows != "fail":
+                    yield bad_rows_check_result(key, "(none)", [])
                 return
         if not is_batch_id(config.batch_id):
             raise dg.Failure(f"run config batch_id {config.batch_id!r} is not a batch id", allow_retries=False)
@@ -269,6 +203,7 @@ def import_job(
             ledger = Ledger(mongo, f"{project}.{name}", collection)
             hashes = batch_file_hashes(folder, names)
             earlier = ledger.begin(config.batch_id, context.run.run_id, hashes, duplicates == "skip")
+            diverted = TempFolder(folders)
             # One stream of inserts for the whole batch, read while the database writes.
             outcomes = write_batch_records(
                 [os.path.join(folder, file_name) for file_name in names if file_name not in earlier],
@@ -281,6 +216,8 @@ def import_job(
                 beat=lambda: heartbeat(context.op_execution_context),  # the zombie monitor sees it work
                 mode=mode,
                 keys=keys,
+                bad_rows=row_policy,
+                temp_folder=diverted.path,
             )
             sizes = {file_name: size for file_name, _, size in hashes}
             outcomes += [FileOutcome(name=n, bytes=sizes[n], duplicate_of=duplicate_note(earlier[n])) for n in earlier]
@@ -291,12 +228,15 @@ def import_job(
             finish_batch(outcomes, folder, folders, config.base)  # the archive: one fsync point too
             ledger.finish(config.batch_id, outcomes)
             for outcome in outcomes:
-                _report(context, folders, config.batch_id, outcome)
+                divert_rows(context, folders, outcome, config.base)
+            diverted.remove()
+            for outcome in outcomes:
+                report_file(context, folders, config.batch_id, outcome)
             try:
                 os.rmdir(folder)
             except OSError:  # already gone, or files kept for the next run: keep it visible
                 pass
-        rows = [_row(o) for o in outcomes]
+        rows = [file_row(o) for o in outcomes]
         # Only a batch that imported something materializes the collection: one that imported
         # nothing (every file rejected, or imported before) is no success of the collection.
         if any(o.is_imported and o.duplicate_of is None for o in outcomes):
@@ -304,7 +244,9 @@ def import_job(
             yield batch_materialization(key, config.batch_id, rows, duplicates=sum(o.duplicates for o in outcomes),
                                         counts=mode_counts(outcomes) if mode != "insert" else None)
         yield rejected_check_result(key, config.batch_id, rows, rejected_files,
-                                    _in_error(folders, pattern_text, config.base))
+                                    in_error(folders, pattern_text, config.base))
+        if bad_rows != "fail":
+            yield bad_rows_check_result(key, config.batch_id, rows)
         kept = [o for o in outcomes if o.kept]
         if kept:
             listing = "\n".join(f"- {printable_name(o.name)}: {o.kept}" for o in kept)
@@ -315,12 +257,13 @@ def import_job(
             )
         failed = [o for o in outcomes if o.error]
         if failed and rejected_files == "fail":
-            raise _rejected(context, folders, config.batch_id, outcomes, failed, config.base)
+            raise rejected_failure(context, folders, config.batch_id, outcomes, failed, config.base)
 
     import_assets = dg.multi_asset(
         name=op_name,
         specs=[spec.replace_attributes(skippable=True)],
-        check_specs=[rejected_check_spec(key, rejected_files)],
+        check_specs=[rejected_check_spec(key, rejected_files)]
+        + ([bad_rows_check_spec(key, bad_rows)] if bad_rows != "fail" else []),
         retry_policy=retry_policy,
         description=f"Import a claimed batch into {collection}",
     )(core4_compute(import_batch))
@@ -347,6 +290,7 @@ def import_job(
     rebuild = functools.partial(
         import_job, name, read=read, collection=collection, pattern=pattern, model=model,
         checks=checks, rejected_files=rejected_files, mode=mode, keys=keys, duplicates=duplicates,
+        bad_rows=bad_rows, max_bad_rows=max_bad_rows,
         description=description,
         retry_policy=retry_policy, tags=tags, properties=properties,
     )

@@ -30,13 +30,15 @@ from bson.errors import InvalidDocument
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
-from core4_pipelines.errors import RecordError
+from core4_pipelines.ingest.bad_rows import BadRecord, BadRowPolicy
 from core4_pipelines.ingest.files import (
     FileOutcome,
     Reader,
     _records_with_ids,
     change_after_read,
     content_error,
+    file_bad_rows,
+    keep_bad_rows,
     record_id,
 )
 from core4_pipelines.ingest.ready import file_state
@@ -104,6 +106,7 @@ class Counts:
 def write_file_keyed(
     path: str, *, mode: str, keys: Sequence[str], read: Reader, collection: str, mongo: MongoResource,
     batch_id: str, run_id: str, convert: Converter | None, beat: Callable[[], object] | None,
+    bad_rows: BadRowPolicy | None = None, temp_folder: Callable[[], str] | None = None,
 ) -> FileOutcome:
     """One file in ``mode`` (upsert, merge or replace): read whole, then written."""
     name = os.path.basename(path)
@@ -114,21 +117,30 @@ def write_file_keyed(
         return FileOutcome(name=name, bytes=0, vanished=True)
     outcome = FileOutcome(name=name, bytes=before[0])
 
-    def records():
+    tally = file_bad_rows(bad_rows, shown, name, temp_folder)
+
+    def records(bad):
         generated = record_id(batch_id, shown, 0)[:-1]  # the _ids import gives records: dropped here
-        for document in _records_with_ids(read, path, batch_id, shown, convert):
-            yield _prepared(document, mode, keys, shown, run_id, generated)
+        for document in _records_with_ids(read, path, batch_id, shown, convert, bad):
+            try:
+                yield _prepared(document, mode, keys, shown, run_id, generated)
+            except BadRecord as exc:
+                if bad is None:
+                    raise
+                bad.refuse(exc.where, exc.reason, document)
 
     try:
         held: list[dict] | None = []
         total = 0
-        for document in records():  # the whole file checked before anything is written
+        for document in records(tally):  # the whole file checked before anything is written
             total += 1
             if held is not None:
                 held.append(document)
                 if len(held) > MAX_HELD_RECORDS:
                     held = None
     except Exception as exc:  # noqa: BLE001 -- the reader failed on this file's content (or it went away)
+        if tally is not None:
+            tally.discard()
         if not os.path.lexists(path):
             outcome.vanished = True
         else:
@@ -136,12 +148,18 @@ def write_file_keyed(
         return outcome
     outcome.vanished, outcome.changed = change_after_read(path, before)
     if not outcome.is_imported:
+        if tally is not None:
+            tally.discard()
         return outcome
+    if tally is not None:
+        keep_bad_rows(outcome, tally)
+    # Read again (a large file): its bad rows were counted already, now only left out.
+    again = BadRowPolicy("skip").for_file(shown, None) if tally is not None else None
     counts = Counts()
     target = mongo.collection(collection)
     where = f"{mongo.database}.{collection}"
     chunk: list[dict] = []
-    for document in held if held is not None else records():
+    for document in held if held is not None else records(again):
         chunk.append(document)
         if len(chunk) >= INSERT_CHUNK:
             _write(target, where, mongo, mode, keys, chunk, counts)
@@ -161,29 +179,29 @@ def write_file_keyed(
 def _prepared(document: dict, mode: str, keys: Sequence[str], shown: str, run_id: str, generated: str) -> dict:
     own_id = document["_id"]
     position = own_id[len(generated):] if isinstance(own_id, str) and own_id.startswith(generated) else None
-    where = f"{shown}: record {position}" if position is not None else f"{shown}: record _id {own_id!r}"
+    where = f"record {position}" if position is not None else f"record _id {own_id!r}"
     if mode == "replace":
         document = {**document, "_src": shown, "_job_id": run_id}
-        _encoded(document, where)  # a value BSON cannot hold is this file's content error, found now
+        _encoded(document, shown, where)  # a value BSON cannot hold is this file's content error, found now
         return document
     if position is not None:
         del document["_id"]  # a document is found by its keys; the database names a new one
     elif "_id" not in keys:
-        raise RecordError(f"{where}: with mode {mode} a record's own _id must be one of the keys "
-                          f"(keys: {', '.join(keys)}), or left out")
+        raise BadRecord(shown, where, f"with mode {mode} a record's own _id must be one of the keys "
+                                      f"(keys: {', '.join(keys)}), or left out")
     missing = [key for key in keys if key not in document]
     if missing:
-        raise RecordError(f"{where} has no {', '.join(missing)} (keys: {', '.join(keys)}): "
-                          "it cannot be matched to a document")
-    digest = hashlib.blake2b(_encoded(document, where), digest_size=16).hexdigest()
+        raise BadRecord(shown, where, f"no {', '.join(missing)} (keys: {', '.join(keys)}): "
+                                      "it cannot be matched to a document")
+    digest = hashlib.blake2b(_encoded(document, shown, where), digest_size=16).hexdigest()
     return {**document, "_src": shown, "_job_id": run_id, HASH_FIELD: digest}
 
 
-def _encoded(document: Mapping[str, Any], where: str) -> bytes:
+def _encoded(document: Mapping[str, Any], shown: str, where: str) -> bytes:
     try:
         return bson.encode(document)
     except InvalidDocument as exc:
-        raise RecordError(f"{where} cannot be stored as BSON: {exc}") from None
+        raise BadRecord(shown, where, f"cannot be stored as BSON: {exc}") from None
 
 
 def _write(target, where, mongo, mode, keys, chunk, counts: Counts) -> None:

@@ -32,9 +32,12 @@ from core4_pipelines.ingest.files import (
     _remove_partial,
     change_after_read,
     content_error,
+    file_bad_rows,
+    keep_bad_rows,
     finish_file,
     not_archived,
 )
+from core4_pipelines.ingest.bad_rows import BadRowPolicy
 from core4_pipelines.ingest.modes import write_file_keyed
 from core4_pipelines.ingest.record_model import Converter
 from core4_pipelines.ingest.ready import file_state
@@ -49,8 +52,10 @@ _DONE = None
 class _Stream:
     """The reading thread's side: files in, chunks of (documents, owning file index) out."""
 
-    def __init__(self, paths, read, batch_id, run_id, convert):
+    def __init__(self, paths, read, batch_id, run_id, convert, bad_rows: BadRowPolicy | None = None,
+                 temp_folder: Callable[[], str] | None = None):
         self.paths, self.read, self.batch_id, self.run_id, self.convert = paths, read, batch_id, run_id, convert
+        self.bad_rows, self.temp_folder = bad_rows, temp_folder
         self.outcomes: list[FileOutcome | None] = [None] * len(paths)
         self.chunks: queue.Queue = queue.Queue(maxsize=_READ_AHEAD)
         self.stop = threading.Event()
@@ -88,8 +93,9 @@ class _Stream:
                 continue
             outcome = self.outcomes[index] = FileOutcome(name=name, bytes=before[0])
             start = len(documents)  # this file's documents in the chunk not yet sent
+            tally = file_bad_rows(self.bad_rows, shown, name, self.temp_folder)
             try:
-                for document in _records_with_ids(self.read, path, self.batch_id, shown, self.convert):
+                for document in _records_with_ids(self.read, path, self.batch_id, shown, self.convert, tally):
                     documents.append({**document, "_src": shown, "_job_id": self.run_id})
                     owners.append(index)
                     if len(documents) >= INSERT_CHUNK:
@@ -98,6 +104,8 @@ class _Stream:
                         documents, owners, start = [], [], 0
             except Exception as exc:  # the reader failed on this file's content (or the file went away)
                 del documents[start:], owners[start:]
+                if tally is not None:
+                    tally.discard()
                 if not os.path.lexists(path):
                     outcome.vanished = True
                 else:
@@ -107,6 +115,10 @@ class _Stream:
             if vanished or changed:
                 del documents[start:], owners[start:]
                 outcome.vanished, outcome.changed = vanished, changed
+                if tally is not None:
+                    tally.discard()
+            elif tally is not None:
+                keep_bad_rows(outcome, tally)
         if documents:
             self._put((documents, owners))
 
@@ -123,17 +135,22 @@ def write_batch_records(
     beat: Callable[[], object] | None = None,
     mode: str = "insert",
     keys: Sequence[str] = (),
+    bad_rows: BadRowPolicy | None = None,
+    temp_folder: Callable[[], str] | None = None,
 ) -> list[FileOutcome]:
     """Write every file's records as one stream of ``insert_many`` chunks; nothing moves yet.
 
     Each file keeps its own fate: imported, content error, changed while read, or vanished.
     ``beat`` is called once per chunk, in this thread (the run's heartbeat: see monitor.py).
     Another ``mode`` than insert writes file after file, each whole or not at all (modes.py).
+    ``bad_rows``: the policy for a file's bad rows (bad_rows.py), diverted ones written into
+    a folder ``temp_folder()`` makes.
     """
     if mode != "insert":
         return [write_file_keyed(path, mode=mode, keys=keys, read=read, collection=collection, mongo=mongo,
-                                 batch_id=batch_id, run_id=run_id, convert=convert, beat=beat) for path in paths]
-    stream = _Stream(list(paths), read, batch_id, run_id, convert)
+                                 batch_id=batch_id, run_id=run_id, convert=convert, beat=beat,
+                                 bad_rows=bad_rows, temp_folder=temp_folder) for path in paths]
+    stream = _Stream(list(paths), read, batch_id, run_id, convert, bad_rows, temp_folder)
     target = mongo.collection(collection)
     where = f"{mongo.database}.{collection}"
     inserted: Counter[int] = Counter()
