@@ -215,13 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
     p.set_defaults(run=cmd_demo)
     # Commands that live beside their implementation: operations on runs, and the clean-up sweep.
-    from core4_pipelines.coco import clean, control, info, operate, retry
+    from core4_pipelines.coco import clean, control, files, info, operate, retry
 
     operate.add_commands(sub)
     control.add_commands(sub)
     info.add_commands(sub)
     clean.add_commands(sub)
     retry.add_commands(sub)
+    files.add_commands(sub)
     # --home and --root work before the verb and after it (`coco serve --home projects`): a
     # user told to pass them should not have to know where argparse wants them. SUPPRESS keeps a
     # verb's unset option from overwriting the value given before the verb.

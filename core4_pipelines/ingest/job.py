@@ -241,8 +241,11 @@ def import_job(
         # nothing (every file rejected, or imported before) is no success of the collection.
         if any(o.is_imported and o.duplicate_of is None for o in outcomes):
             # One event per batch: the file table is the per-file lineage (with _src/_job_id).
+            counts = dict(mode_counts(outcomes)) if mode != "insert" else {}
+            if ledger.replayed:  # put back from the archive by coco reimport
+                counts["replayed_files"] = len(ledger.replayed)
             yield batch_materialization(key, config.batch_id, rows, duplicates=sum(o.duplicates for o in outcomes),
-                                        counts=mode_counts(outcomes) if mode != "insert" else None)
+                                        counts=counts or None)
         yield rejected_check_result(key, config.batch_id, rows, rejected_files,
                                     in_error(folders, pattern_text, config.base))
         if bad_rows != "fail":

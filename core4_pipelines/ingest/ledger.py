@@ -60,7 +60,9 @@ class Ledger:
     def begin(self, batch_id: str, run_id: str, files: Sequence[tuple[str, str, int]],
               skip_duplicates: bool) -> dict[str, Mapping[str, Any]]:
         """Record the batch's files (name, hash, bytes) as importing; with ``skip_duplicates`` the
-        earlier import of each content found (name -> that entry), which is not imported again."""
+        earlier import of each content found (name -> that entry), which is not imported again.
+        The names let through by a replay mark are in ``self.replayed`` afterwards."""
+        self.replayed: list[str] = []
         self._call("index", self.entries.create_index, [("job", ASCENDING), ("hash", ASCENDING)], name=_INDEX)
         earlier: dict[str, Mapping[str, Any]] = {}
         if skip_duplicates and files:
@@ -78,6 +80,7 @@ class Ledger:
                 replay = next((e for e in entries if e["state"] == "replay"), None)
                 if replay is not None:
                     replays.append(replay["_id"])  # let through once
+                    self.replayed.append(printable_name(name))
                     by_hash[digest] = [e for e in entries if e is not replay]
                     continue
                 imported = [e for e in entries if e["state"] != "replay"]
@@ -95,7 +98,8 @@ class Ledger:
             UpdateOne({"_id": entry_id(batch_id, name)}, {
                 "$set": {"job": self.job, "collection": self.collection, "name": printable_name(name),
                          "hash": digest, "bytes": size, "batch": batch_id, "run": run_id, "at": now,
-                         "state": "duplicate" if name in earlier else "importing"},
+                         "state": "duplicate" if name in earlier else "importing",
+                         "replay": printable_name(name) in self.replayed},
             }, upsert=True)
             for name, digest, size in files
         ]
