@@ -27,7 +27,9 @@ from core4_pipelines.download.job import download_job
 from core4_pipelines.errors import PipelineError
 from core4_pipelines.download.http import HttpSource, fetch_into_proc, render, run_date
 from core4_pipelines.ingest.assets import inbox_key, md_code
+from core4_pipelines.ingest.bad_rows import check_bad_rows
 from core4_pipelines.ingest.job import import_job
+from core4_pipelines.ingest.modes import check_mode
 from core4_pipelines.properties import check_property
 from core4_pipelines.ingest.readers import read_csv, read_jsonl
 from core4_pipelines.ingest.sensor import DEFAULT_BATCH_SIZE, proc_folder_sensor
@@ -169,6 +171,17 @@ class FileImport(_Core4Component):
     freshness: int | float | None = Field(
         None, description="Seconds within which the collection should have new data; more than 0.")
     rejected_files: Literal["fail", "warn"] = Field("fail", description="A batch with files moved to error: fail or warn.")
+    mode: Literal["insert", "upsert", "merge", "replace"] = Field(
+        "insert", description="How records are written: insert (append), upsert or merge on keys, replace the "
+                              "records of the earlier file of the same name.")
+    keys: list[str] | None = Field(None, description="upsert and merge: the fields that name a document.")
+    duplicates: Literal["import", "skip"] = Field(
+        "import", description="A file whose content this import imported before: import it again, or skip it "
+                              "(archived with a note, no records).")
+    bad_rows: Literal["fail", "skip", "divert"] = Field(
+        "fail", description="A file's bad rows: fail the file, skip them (counted), or divert them to the error folder.")
+    max_bad_rows: int | float | None = Field(
+        None, description="skip or divert: more bad rows than this (a count, or a fraction below 1) reject the file.")
     description: str | None = Field(None, description="The job's description.")
 
     def job_name(self) -> str:
@@ -202,10 +215,19 @@ class FileImport(_Core4Component):
         if self.record_model is not None:
             model = _dotted(context, "record_model", self.record_model, "a pydantic model class as module.Class")
         properties = _properties(context, self)
+        # The combinations import_job refuses (upsert without keys ...), named by the key to change.
+        for key, check in (("keys", lambda where: check_mode(self.mode, self.keys, where)),
+                           ("max_bad_rows", lambda where: check_bad_rows(self.bad_rows, self.max_bad_rows, where))):
+            try:
+                check(f"{_where(context)}: attributes.{key}")
+            except ValueError as exc:
+                raise ComponentDeclarationError(str(exc)) from None
         job = import_job(
             self.job_name(), read=self.reader_function(context), collection=self.collection,
             pattern=self.pattern, model=model, freshness=self.freshness, rejected_files=self.rejected_files,
-            project=_project(context), description=self.description, properties=properties or None,
+            mode=self.mode, keys=self.keys, duplicates=self.duplicates, bad_rows=self.bad_rows,
+            max_bad_rows=self.max_bad_rows, project=_project(context), description=self.description,
+            properties=properties or None,
         )
         sensor = proc_folder_sensor(job, batch_size=self.batch_size, min_age_seconds=self.min_age_seconds)
         return dg.Definitions(jobs=[job], sensors=[sensor])
