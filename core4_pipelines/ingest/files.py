@@ -96,6 +96,16 @@ def keep_bad_rows(outcome: FileOutcome, tally: FileBadRows) -> None:
     outcome.diverted = tally.close()
 
 
+def refuse_content(outcome: FileOutcome, exc: Exception, path: str, shown: str, tally: FileBadRows | None) -> None:
+    """The reader failed on a file: it vanished meanwhile, or its content is the error."""
+    if tally is not None:
+        tally.discard()
+    if not os.path.lexists(path):
+        outcome.vanished = True
+    else:
+        outcome.error = content_error(exc, path, shown)
+
+
 def record_id(batch_id: str, name: str, position: int) -> str:
     """The deterministic ``_id`` of a file's record: the same on every retry of the batch."""
     return f"{batch_id}/{name}#{position}"

@@ -36,10 +36,10 @@ from core4_pipelines.ingest.files import (
     Reader,
     _records_with_ids,
     change_after_read,
-    content_error,
     file_bad_rows,
     keep_bad_rows,
     record_id,
+    refuse_content,
 )
 from core4_pipelines.ingest.ready import file_state
 from core4_pipelines.ingest.record_model import Converter
@@ -139,12 +139,7 @@ def write_file_keyed(
                 if len(held) > MAX_HELD_RECORDS:
                     held = None
     except Exception as exc:  # noqa: BLE001 -- the reader failed on this file's content (or it went away)
-        if tally is not None:
-            tally.discard()
-        if not os.path.lexists(path):
-            outcome.vanished = True
-        else:
-            outcome.error = content_error(exc, path, shown)
+        refuse_content(outcome, exc, path, shown, tally)
         return outcome
     outcome.vanished, outcome.changed = change_after_read(path, before)
     if not outcome.is_imported:

@@ -31,9 +31,9 @@ from core4_pipelines.ingest.files import (
     _records_with_ids,
     _remove_partial,
     change_after_read,
-    content_error,
     file_bad_rows,
     keep_bad_rows,
+    refuse_content,
     finish_file,
     not_archived,
 )
@@ -104,12 +104,7 @@ class _Stream:
                         documents, owners, start = [], [], 0
             except Exception as exc:  # the reader failed on this file's content (or the file went away)
                 del documents[start:], owners[start:]
-                if tally is not None:
-                    tally.discard()
-                if not os.path.lexists(path):
-                    outcome.vanished = True
-                else:
-                    outcome.error = content_error(exc, path, shown)
+                refuse_content(outcome, exc, path, shown, tally)
                 continue
             vanished, changed = change_after_read(path, before)
             if vanished or changed:

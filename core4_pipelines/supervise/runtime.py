@@ -9,6 +9,7 @@ Properties are read with core4's precedence (see job_context.run_property).
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import inspect
 import json
@@ -80,6 +81,20 @@ def _after_failure(exc: Exception) -> dg.RetryRequested | None:
     return dg.RetryRequested(max_retries=attempts - 1, seconds_to_wait=error_time)
 
 
+@contextlib.contextmanager
+def _core4_failures():
+    """An op body's failure turned into the retry its job's attempts ask for (or left as it is)."""
+    try:
+        yield
+    except dg.RetryRequested:
+        raise
+    except Exception as exc:
+        retry = _after_failure(exc)
+        if retry is None:
+            raise
+        raise retry from exc
+
+
 def core4_compute(fn: Callable) -> Callable:
     """``fn`` with core4's failure handling: retried per the job's ``attempts``/``error_time``
     (launch tags included), :func:`defer` using no attempt. For a body handed to ``dg.op``
@@ -90,28 +105,14 @@ def core4_compute(fn: Callable) -> Callable:
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            try:
+            with _core4_failures():
                 return (yield from fn(*args, **kwargs))
-            except dg.RetryRequested:
-                raise
-            except Exception as exc:
-                retry = _after_failure(exc)
-                if retry is None:
-                    raise
-                raise retry from exc
     else:
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            try:
+            with _core4_failures():
                 return fn(*args, **kwargs)
-            except dg.RetryRequested:
-                raise
-            except Exception as exc:
-                retry = _after_failure(exc)
-                if retry is None:
-                    raise
-                raise retry from exc
 
     setattr(wrapper, _MARKER, True)
     return wrapper
