@@ -19,7 +19,7 @@ from core4_pipelines.coco.errors import OperateError
 from core4_resources.errors import FolderError
 from core4_resources.files.names import printable_name
 
-# The reason import_files.not_archived writes for a file whose records are in MongoDB.
+# The reason ingest/files.not_archived writes for a file whose records are in MongoDB.
 _IMPORTED_MARK = "records were imported"
 
 

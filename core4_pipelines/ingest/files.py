@@ -1,6 +1,6 @@
 """One file of a batch: its records written, then the file moved on.
 
-The import writes every file of a batch (``batch_import.write_batch_records``), makes the
+The import writes every file of a batch (``ingest/write.write_batch_records``), makes the
 batch's writes durable once, and only then moves each file on (:func:`finish_file`): to the
 archive, to the error folder with the reason, or back to proc when a writer was still
 at it. Records get deterministic ``_id``s, so a retry never duplicates a document.
