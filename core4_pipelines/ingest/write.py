@@ -136,7 +136,7 @@ def write_batch_records(
     """Write every file's records as one stream of ``insert_many`` chunks; nothing moves yet.
 
     Each file keeps its own fate: imported, content error, changed while read, or vanished.
-    ``beat`` is called once per chunk, in this thread (the run's heartbeat: see monitor.py).
+    ``beat`` is called once per chunk, in this thread (the run's heartbeat: see supervise/monitor.py).
     Another ``mode`` than insert writes file after file, each whole or not at all (modes.py).
     ``bad_rows``: the policy for a file's bad rows (bad_rows.py), diverted ones written into
     a folder ``temp_folder()`` makes.
