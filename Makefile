@@ -26,8 +26,12 @@ run-smoke: $(STAMP)
 # is (CORE4_TEST_*); it starts nothing and never fails, the test skips with its reason. What the tests
 # start they stop (Chromium per test; the PostgreSQL test's own server from the pgserver wheel).
 # pytest's own exit status is make's: failures and "no tests ran" (5) both fail the target.
+# The tests mostly wait on processes (dagster dev, MongoDB, code servers), so TEST_WORKERS pytest-xdist
+# workers pay on 2 cores; --dist loadfile keeps a file's tests on one worker and tests/live's shared
+# stack on one (tests/conftest.py). TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 4
 test: $(STAMP)
-	eval "$$(bash scripts/test-services.sh)"; $(BIN)/python -m pytest -q
+	eval "$$(bash scripts/test-services.sh)"; $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-stress: $(STAMP)
 	CORE4_STRESS=1 $(BIN)/python -m pytest -q -m stress

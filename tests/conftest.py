@@ -9,6 +9,94 @@ import uuid
 
 import pytest
 
+# The test files on tests/live's session stack (the `live` fixture of tests/live/conftest.py).
+LIVE_STACK_FILES = (
+    "tests/live/test_live_assets.py",
+    "tests/live/test_live_browser.py",
+    "tests/live/test_live_stack.py",
+    "tests/live/test_operate_live.py",
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs pytest-xdist with ``--dist loadfile``: the tests of one file run on one worker,
+    in their order, so a module-scoped fixture (a DagsterInstance, a live stack of the module's own)
+    is set up once; here the files of LIVE_STACK_FILES count as one file, so one worker starts the
+    shared live stack and runs them all. (xdist_group marks would say this, but xdist 3.8's loadgroup
+    reads them from nodeids that pytest 9 no longer carries.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LoadFileSharedLiveStack(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/live (shared stack)" if path in LIVE_STACK_FILES else path
+
+    return LoadFileSharedLiveStack(config, log)
+
+
+# The files that take longest (each a minute or more: `--durations`), started first on the xdist
+# workers so that none of them is what the others wait for at the end; the rest follow in order.
+SLOW_FILES_FIRST = (
+    *LIVE_STACK_FILES,
+    "tests/test_bench_smoke.py",
+    "tests/live/test_live_recovery.py",
+    "tests/live/test_operators_live.py",
+    "tests/live/test_live_quiet.py",
+    "tests/live/test_live_supervise.py",
+    "tests/test_projects_cli.py",
+    "tests/test_dagster_home.py",
+    "tests/live/test_live_postgres.py",
+    "tests/live/test_live_components.py",
+    "tests/reliability/test_crash_modes.py",
+    "tests/test_embedded_root.py",
+    "tests/test_quiet.py",
+    "tests/test_docs_yaml.py",
+    "tests/test_embedded_auth.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    # Every worker sorts the same way, so their collections stay equal (xdist checks).
+    rank = {path: n for n, path in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: in order within
+    # A test on the shared live stack outside LIVE_STACK_FILES would start a stack of its own on
+    # another xdist worker: say where to add it.
+    strays = sorted({item.nodeid.split("::")[0] for item in items if "live" in getattr(item, "fixturenames", ())}
+                    - set(LIVE_STACK_FILES))
+    if strays:
+        raise pytest.UsageError(f"{', '.join(strays)} use the `live` fixture: add them to LIVE_STACK_FILES "
+                                "in tests/conftest.py")
+
+
+def pytest_sessionfinish(session):
+    # An xdist worker hands its reliability tally (support.TALLY) to the controller.
+    if hasattr(session.config, "workeroutput"):
+        from support import TALLY
+
+        session.config.workeroutput["reliability_tally"] = dict(TALLY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    from support import TALLY
+
+    for key, value in getattr(node, "workeroutput", {}).get("reliability_tally", {}).items():
+        TALLY[key] += value
+
+
+def pytest_terminal_summary(terminalreporter):
+    """What the reliability suite tried (tests/reliability), summed over the xdist workers."""
+    from support import TALLY
+
+    if any(TALLY.values()):
+        counts = ", ".join(f"{key}: {value}" for key, value in TALLY.items())
+        terminalreporter.write_sep("-", f"reliability: {counts}")
+
 
 @pytest.fixture(autouse=True)
 def isolated_config(monkeypatch, tmp_path_factory):
