@@ -90,11 +90,11 @@ def _selected(args, folders, mongo) -> list[dict]:
         found = []
         for given in args.archived:
             path = os.path.abspath(given if os.path.isabs(given) else os.path.join(folders.root, given))
-            (entry,) = _entries(mongo, {"archive": path, "state": "imported"}, 1) or [None]
+            (entry,) = _entries(mongo, {"archive": printable_name(path), "state": "imported"}, 1) or [None]
             if entry is None:
                 raise OperateError(f"{given}: no file imported into {args.project} was archived there "
                                    f"(coco files {args.project} NAME shows where each went)")
-            found.append(entry)
+            found.append({**entry, "archive": path})  # the ledger holds it printable; open it as given
         return found
     if args.since is None:
         raise OperateError("name archived files, or choose them by --since DATE [--until DATE] [--pattern RE]")

@@ -20,6 +20,7 @@ from pydantic import Field
 from core4_pipelines.ingest.claim import batch_files, batch_path, claim_batches, is_batch_id, scan_ready
 from core4_pipelines.download.job import download_job, download_to_proc  # noqa: F401 - public here too
 from core4_pipelines.errors import ImportBatchError
+from core4_resources.errors import MongoError
 from core4_pipelines.ingest.assets import (
     bad_rows_check_result,
     bad_rows_check_spec,
@@ -226,7 +227,13 @@ def import_job(
                 # records (and the removal of a bad file's records) are journaled.
                 mongo.make_durable()
             finish_batch(outcomes, folder, folders, config.base)  # the archive: one fsync point too
-            ledger.finish(config.batch_id, outcomes)
+            try:
+                ledger.finish(config.batch_id, outcomes)
+            except MongoError as exc:
+                # Past the point of no return (records journaled, files archived): failing the
+                # run would retry nothing. The entries stay "importing", which the duplicate
+                # check counts as imported.
+                context.log.warning(f"batch {config.batch_id}: {exc}; coco files shows its files as importing")
             for outcome in outcomes:
                 divert_rows(context, folders, outcome, config.base)
             diverted.remove()

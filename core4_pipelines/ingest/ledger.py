@@ -57,7 +57,7 @@ class Ledger:
         except PyMongoError as exc:
             self.mongo.raise_error(f"the file ledger {self.mongo.database}.{LEDGER_COLLECTION}: {what}", exc)
 
-    def begin(self, batch_id: str, run_id: str, files: Sequence[tuple[str, str, int]],
+    def begin(self, batch_id: str, run_id: str, files: Sequence[tuple[str, str | None, int]],
               skip_duplicates: bool) -> dict[str, Mapping[str, Any]]:
         """Record the batch's files (name, hash, bytes) as importing; with ``skip_duplicates`` the
         earlier import of each content found (name -> that entry), which is not imported again.
@@ -66,7 +66,7 @@ class Ledger:
         self._call("index", self.entries.create_index, [("job", ASCENDING), ("hash", ASCENDING)], name=_INDEX)
         earlier: dict[str, Mapping[str, Any]] = {}
         if skip_duplicates and files:
-            hashes = sorted({digest for _, digest, _ in files})
+            hashes = sorted({digest for _, digest, _ in files if digest is not None})
             found = self._call("look-up", self.entries.find, {
                 "job": self.job, "hash": {"$in": hashes}, "batch": {"$ne": batch_id},
                 "state": {"$in": ["importing", "imported", "replay"]}})
@@ -76,6 +76,8 @@ class Ledger:
             replays = []
             first_in_batch: dict[str, str] = {}
             for name, digest, _ in files:
+                if digest is None:
+                    continue
                 entries = by_hash.get(digest, [])
                 replay = next((e for e in entries if e["state"] == "replay"), None)
                 if replay is not None:
@@ -123,7 +125,9 @@ class Ledger:
                 operations.append(UpdateOne({"_id": entry_id(batch_id, outcome.name)}, {"$set": {"state": "withdrawn"}}))
                 continue
             operations.append(UpdateOne({"_id": entry_id(batch_id, outcome.name)}, {"$set": {
-                "state": state, "records": outcome.records, "archive": outcome.archive, "reason": outcome.error,
+                "state": state, "records": outcome.records,
+                "archive": outcome.archive and printable_name(outcome.archive),
+                "reason": outcome.error and printable_name(outcome.error),
                 "finished": datetime.now(UTC)}}))
         if operations:
             self._call("recording where the files went", self.entries.bulk_write, operations, ordered=False)
@@ -135,15 +139,22 @@ class Ledger:
                      "archive": archive, "batch": None, "at": datetime.now(UTC)}}, upsert=True)
 
 
-def batch_file_hashes(folder: str, names: Sequence[str]) -> list[tuple[str, str, int]]:
-    """(name, content hash, bytes) of each file still in the batch folder."""
+def batch_file_hashes(folder: str, names: Sequence[str]) -> list[tuple[str, str | None, int]]:
+    """(name, content hash, bytes) of each file still in the batch folder; the hash is None for a
+    file that cannot be read (its reader fails it with the reason, it is no duplicate)."""
     found = []
     for name in names:
         path = os.path.join(folder, name)
         try:
-            found.append((name, content_hash(path), os.path.getsize(path)))
+            size = os.path.getsize(path)
         except FileNotFoundError:
             continue  # gone: the import finds it vanished
+        try:
+            found.append((name, content_hash(path), size))
+        except FileNotFoundError:
+            continue
+        except OSError:
+            found.append((name, None, size))
     return found
 
 

@@ -300,7 +300,7 @@ class MongoResource(dagster.ConfigurableResource):
         """Raise a MongoError for an operation on this server that failed with ``exc``.
 
         Its message is ``<what>: <exception type>: <reason>``, with this URL's password
-        replaced by ``***``. ``exc`` is chained as its cause unless its text held the
+        replaced by ``***``; a ``what`` that does not name the server gains ``at <masked URL>``. ``exc`` is chained as its cause unless its text held the
         password: then the chain is cut, so no traceback shows it. Call it in an
         ``except`` clause of your own database calls; name the server by
         :attr:`masked_url`, never by ``mongo_url``.
@@ -314,6 +314,8 @@ class MongoResource(dagster.ConfigurableResource):
                     mongo.raise_error(f"indexing prices in {mongo.database} at {mongo.masked_url}", exc)
         """
         reason = _scrub(str(exc), self._known_url())
+        if self.masked_url not in what:  # every database error names its server
+            what = f"{what} at {self.masked_url}"
         error = MongoError(f"{what}: {type(exc).__name__}: {reason}")
         if reason != str(exc):  # the original text held the password: do not chain it
             raise error from None
