@@ -22,6 +22,7 @@ BENCHMARKS = (
     "move_archive",
     "import_records",
     "write_modes",
+    "readers",
     "end_to_end",
     "memory",
 )

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from core4_pipelines.project.definitions import project_definitions
     from core4_pipelines.settings import project_resources, project_settings
     from core4_pipelines.properties import job_properties
-    from core4_pipelines.ingest.readers import read_csv, read_jsonl
+    from core4_pipelines.ingest.readers import BadRow, ReadNote, read_csv, read_json, read_jsonl, read_parquet, read_xlsx
     from core4_pipelines.supervise.runtime import (
         collection,
         cookie,
@@ -73,18 +73,25 @@ _EXPORTS = {
     "project_definitions": "core4_pipelines.project.definitions",
     "project_resources": "core4_pipelines.settings",
     "project_settings": "core4_pipelines.settings",
+    "BadRow": "core4_pipelines.ingest.readers",
+    "ReadNote": "core4_pipelines.ingest.readers",
     "read_csv": "core4_pipelines.ingest.readers",
+    "read_json": "core4_pipelines.ingest.readers",
     "read_jsonl": "core4_pipelines.ingest.readers",
+    "read_parquet": "core4_pipelines.ingest.readers",
+    "read_xlsx": "core4_pipelines.ingest.readers",
     "set_source": "core4_pipelines.supervise.runtime",
 }
 
 __all__ = [
+    "BadRow",
     "Cookie",
     "FileImport",
     "FolderResource",
     "HttpDownload",
     "ImportBatchConfig",
     "MongoResource",
+    "ReadNote",
     "collection",
     "collection_key",
     "cookie",
@@ -105,7 +112,10 @@ __all__ = [
     "project_resources",
     "project_settings",
     "read_csv",
+    "read_json",
     "read_jsonl",
+    "read_parquet",
+    "read_xlsx",
     "set_source",
 ]
 

@@ -231,3 +231,21 @@ def coco(*args, env: dict | None = None, cwd=None, timeout: float = 300) -> subp
     """``coco ARGS`` in a subprocess; ``env`` is its whole environment (None: this process's)."""
     return subprocess.run([COCO, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout,
                           check=False)
+
+
+def deliver_batch(folders, mongo, job, files: dict):
+    """Put ``files`` (name -> content) into proc, claim them as one batch and import it:
+    (the run's result, the batch id, its materialization's metadata or None)."""
+    for name, content in files.items():
+        put(folders.proc_folder(), name, content)
+    (batch_id,) = claim_all(folders)
+    result = run_import(folders, mongo, batch_id, job=job)
+    events = result.get_asset_materialization_events()
+    return result, batch_id, (events[0].materialization.metadata if events else None)
+
+
+def deliver(folders, mongo, job, files: dict):
+    """As deliver_batch: (the run's result, its materialization's metadata or None)."""
+    result, _, metadata = deliver_batch(folders, mongo, job, files)
+    return result, metadata
+

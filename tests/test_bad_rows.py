@@ -8,7 +8,7 @@ import os
 import dagster as dg
 import pydantic
 import pytest
-from support import archived, claim_all, put, run_import
+from support import deliver, archived
 
 from core4_pipelines.ingest.bad_rows import BadRow
 from core4_pipelines.ingest.job import import_job
@@ -29,13 +29,6 @@ def job(**options):
     return import_job("import_things", read=rows_with_bad, collection="things", project="demo", **options)
 
 
-def deliver(folders, mongo, the_job, files):
-    for name, content in files.items():
-        put(folders.proc_folder(), name, content)
-    (batch_id,) = claim_all(folders)
-    result = run_import(folders, mongo, batch_id, job=the_job)
-    events = result.get_asset_materialization_events()
-    return result, (events[0].materialization.metadata if events else None)
 
 
 def check_of(result, name="no_bad_rows"):

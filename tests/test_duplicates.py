@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 
 import pytest
-from support import archived, claim_all, put, read, run_import
+from support import deliver_batch as deliver, archived, read
 
 from core4_pipelines.ingest.job import import_job
 from core4_pipelines.ingest.ledger import LEDGER_COLLECTION, Ledger, content_hash
@@ -15,13 +15,6 @@ SKIP = import_job("import_things", read=read_csv, collection="things", duplicate
 IMPORT = import_job("import_things", read=read_csv, collection="things", project="demo")
 
 
-def deliver(folders, mongo, job, files: dict[str, str]):
-    for name, content in files.items():
-        put(folders.proc_folder(), name, content)
-    (batch_id,) = claim_all(folders)
-    result = run_import(folders, mongo, batch_id, job=job)
-    events = result.get_asset_materialization_events()
-    return result, batch_id, (events[0].materialization.metadata if events else None)
 
 
 def ledger(mongo, **match):

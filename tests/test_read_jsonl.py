@@ -22,7 +22,7 @@ def test_objects_become_records_and_blank_lines_are_skipped(tmp_path):
     (b'{"a": 1}\n[1, 2]\n', r"b.jsonl: line 2: expected a JSON object, got list"),
     (b'{"$set": 1}\n', r"b.jsonl: line 1: field '\$set' starts with '\$'"),
     (b'{"a": "\xff"}\n', r"b.jsonl: line 1, byte 8 .*not utf-8 text"),
-    (gzip.compress(b'{"a": 1}\n', mtime=0), r"b.jsonl: is gzip-compressed data"),
+    (gzip.compress(b'{"a": 1}\n[1]\n', mtime=0), r"b.jsonl: line 2: expected a JSON object, got list"),
 ])
 def test_a_bad_line_is_an_error_naming_file_and_line(tmp_path, content, expected):
     path = tmp_path / "b.jsonl"

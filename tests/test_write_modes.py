@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from support import archived, claim_all, put, run_import
+from support import deliver, archived
 
 from core4_pipelines.ingest import modes
 from core4_pipelines.ingest.job import import_job
@@ -16,13 +16,6 @@ MERGE = import_job("import_prices", read=read_csv, collection="prices", mode="me
 REPLACE = import_job("import_prices", read=read_csv, collection="prices", mode="replace")
 
 
-def deliver(folders, mongo, job, files: dict[str, str]):
-    for name, content in files.items():
-        put(folders.proc_folder(), name, content)
-    (batch_id,) = claim_all(folders)
-    result = run_import(folders, mongo, batch_id, job=job)
-    materialized = result.get_asset_materialization_events()
-    return result, materialized[0].materialization.metadata if materialized else None
 
 
 def prices(mongo, **match):

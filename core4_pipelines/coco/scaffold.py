@@ -228,8 +228,14 @@ type: core4_pipelines.FileImport
 attributes:
   collection: records
   pattern: '.*\\.csv$'
-  reader: csv                     # or jsonl, or a dotted path module.function
-  # reader_options: {{delimiter: ";", encoding: utf-8}}
+  reader: csv                     # csv | jsonl | json | xlsx | parquet | module.function (docs/readers.md)
+  # reader_options: {{delimiter: ";", encoding: utf-8, skip_lines: 0, null_values: ["", "NA"]}}
+  #                               # xlsx: {{sheet: data, header: 1}}; gzip/bzip2/xz/zip are read as they come
+  duplicates: skip                # a file whose bytes were imported before: archived with a note, no records
+  # mode: upsert                  # insert (default) | upsert | merge | replace (docs/write-modes.md)
+  # keys: [city]                  # upsert and merge: the fields that name a document
+  # bad_rows: skip                # fail (default) | skip | divert: rows that cannot be records
+  # max_bad_rows: 0.1             # skip/divert: more than this (a count, or a fraction) rejects the file
   # record_model: {name}.models.Record   # a pydantic model each record is validated with ({name}/models.py)
   # attempts: 3                   # core4 job properties: attempts, error_time, wall_time,
   # max_parallel: 1               #   max_parallel, priority, schedule

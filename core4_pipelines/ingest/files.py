@@ -12,14 +12,14 @@ import fcntl
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 
 from core4_pipelines.errors import RecordError
 from core4_pipelines.ingest.bad_rows import REJECTED_SUFFIX, BadRow, BadRowPolicy, FileBadRows
-from core4_pipelines.ingest.readers import check_field_names
+from core4_pipelines.ingest.readers import ReadNote, check_field_names
 from core4_pipelines.ingest.ready import file_state, open_for_writing
 from core4_pipelines.ingest.record_model import Converter
 from core4_resources.files.folders import FolderResource, printable_name
@@ -48,6 +48,7 @@ class FileOutcome:
     bad_rows: int = 0  # rows skipped or diverted (bad_rows.py)
     bad_rows_summary: str | None = None
     diverted: str | None = None  # the file of its diverted rows, until moved to the error folder
+    notes: list[str] = field(default_factory=list)  # what its reader told (ReadNote): warnings in the log
 
     @property
     def is_imported(self) -> bool:
@@ -112,15 +113,23 @@ def record_id(batch_id: str, name: str, position: int) -> str:
 
 
 def _records_with_ids(read: Reader, path: str, batch_id: str, name: str, convert: Converter | None = None,
-                      bad: FileBadRows | None = None):
+                      bad: FileBadRows | None = None, notes: list[str] | None = None):
     # A reader's own _ids are checked for repeats within the file: the import ignores
     # duplicate keys (they are an earlier attempt's writes), so a repeat inside one
     # file would otherwise vanish silently. ``bad``: the file's bad-row tally (bad_rows.py);
-    # without one a bad row fails the file.
+    # without one a bad row fails the file. ``notes`` collects what the reader tells (ReadNote).
+    # Every document gets its _src here: ``name``, or ``<name>/<member>`` for a zip member.
     own_ids: dict[str, int] = {}
     checked_keys: tuple = ()
     shown = printable_name(path)
-    for position, record in enumerate(read(path)):
+    position = -1
+    for record in read(path):
+        if isinstance(record, ReadNote):
+            note = content_error(RecordError(record.text), path, name)
+            if notes is not None and note not in notes:  # a file read twice (modes.py) tells it once
+                notes.append(note)
+            continue
+        position += 1
         if bad is not None:
             bad.rows += 1
         if isinstance(record, BadRow):
@@ -152,6 +161,8 @@ def _records_with_ids(read: Reader, path: str, batch_id: str, name: str, convert
                 raise RecordError(f"{path}: record {position}: _id {document['_id']!r} repeats record {first}")
         else:
             document["_id"] = record_id(batch_id, name, position)
+        member = getattr(record, "member", None)
+        document["_src"] = name if member is None else f"{name}/{printable_name(member)}"
         yield document
     if bad is not None:
         bad.check_limit()
@@ -183,8 +194,13 @@ def _remove_partial(mongo: MongoResource, collection: str, batch_id: str, shown:
     """Delete what a failed or discarded read of one file had already written."""
     prefix = re.escape(f"{batch_id}/{shown}#")
     mongo.collection(collection).delete_many(
-        {"$or": [{"_id": {"$regex": f"^{prefix}"}}, {"_src": shown, "_job_id": run_id}]}
+        {"$or": [{"_id": {"$regex": f"^{prefix}"}}, {"_src": source_pattern(shown), "_job_id": run_id}]}
     )
+
+
+def source_pattern(shown: str) -> dict:
+    """The ``_src`` of a file's documents: its name, or ``<name>/<member>`` for a zip's members."""
+    return {"$regex": f"^{re.escape(shown)}(/|$)"}
 
 
 # Archiving failed for a reason that passes (a full or failing disk): the file stays in

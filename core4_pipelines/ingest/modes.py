@@ -35,6 +35,7 @@ from core4_pipelines.ingest.files import (
     FileOutcome,
     Reader,
     _records_with_ids,
+    source_pattern,
     change_after_read,
     file_bad_rows,
     keep_bad_rows,
@@ -121,7 +122,7 @@ def write_file_keyed(
 
     def records(bad):
         generated = record_id(batch_id, shown, 0)[:-1]  # the _ids import gives records: dropped here
-        for document in _records_with_ids(read, path, batch_id, shown, convert, bad):
+        for document in _records_with_ids(read, path, batch_id, shown, convert, bad, outcome.notes):
             try:
                 yield _prepared(document, mode, keys, shown, run_id, generated)
             except BadRecord as exc:
@@ -176,7 +177,7 @@ def _prepared(document: dict, mode: str, keys: Sequence[str], shown: str, run_id
     position = own_id[len(generated):] if isinstance(own_id, str) and own_id.startswith(generated) else None
     where = f"record {position}" if position is not None else f"record _id {own_id!r}"
     if mode == "replace":
-        document = {**document, "_src": shown, "_job_id": run_id}
+        document = {**document, "_job_id": run_id}
         _encoded(document, shown, where)  # a value BSON cannot hold is this file's content error, found now
         return document
     if position is not None:
@@ -188,8 +189,9 @@ def _prepared(document: dict, mode: str, keys: Sequence[str], shown: str, run_id
     if missing:
         raise BadRecord(shown, where, f"no {', '.join(missing)} (keys: {', '.join(keys)}): "
                                       "it cannot be matched to a document")
+    source = document.pop("_src")  # the content alone: the same record from another file is unchanged
     digest = hashlib.blake2b(_encoded(document, shown, where), digest_size=16).hexdigest()
-    return {**document, "_src": shown, "_job_id": run_id, HASH_FIELD: digest}
+    return {**document, "_src": source, "_job_id": run_id, HASH_FIELD: digest}
 
 
 def _encoded(document: Mapping[str, Any], shown: str, where: str) -> bytes:
@@ -254,7 +256,7 @@ def _delete_earlier(target, where, mongo, batch_id: str, shown: str) -> int:
     """Every document of ``_src`` ``shown`` but this import's: what the new file replaces."""
     mine = re.compile("^" + re.escape(record_id(batch_id, shown, 0)[:-1]))
     try:
-        return target.delete_many({"_src": shown, "_id": {"$not": mine}}).deleted_count
+        return target.delete_many({"_src": source_pattern(shown), "_id": {"$not": mine}}).deleted_count
     except PyMongoError as exc:
         mongo.raise_error(f"replace into {where}: deleting the documents of the earlier {shown}", exc)
 

@@ -41,6 +41,9 @@ def report_file(context, folders: FolderResource, batch_id: str, o: FileOutcome)
         context.log.error(f"{o.error} (moved to {where_now(folders, o.archive)})")
         return
     shown = printable_name(o.name)
+    if o.is_imported:
+        for note in o.notes:  # what its reader had to decide, e.g. a name for an unnamed column
+            context.log.warning(note)
     if o.bad_rows and o.diverted is None and o.is_imported:
         context.log.warning(f"{shown}: {o.bad_rows_summary}")
     if o.duplicate_of is not None and o.is_imported:

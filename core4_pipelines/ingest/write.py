@@ -95,8 +95,10 @@ class _Stream:
             start = len(documents)  # this file's documents in the chunk not yet sent
             tally = file_bad_rows(self.bad_rows, shown, name, self.temp_folder)
             try:
-                for document in _records_with_ids(self.read, path, self.batch_id, shown, self.convert, tally):
-                    documents.append({**document, "_src": shown, "_job_id": self.run_id})
+                for document in _records_with_ids(self.read, path, self.batch_id, shown, self.convert, tally,
+                                                  outcome.notes):
+                    document["_job_id"] = self.run_id
+                    documents.append(document)
                     owners.append(index)
                     if len(documents) >= INSERT_CHUNK:
                         if not self._put((documents, owners)):

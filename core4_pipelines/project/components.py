@@ -31,13 +31,12 @@ from core4_pipelines.ingest.bad_rows import check_bad_rows
 from core4_pipelines.ingest.job import import_job
 from core4_pipelines.ingest.modes import check_mode
 from core4_pipelines.properties import check_property
-from core4_pipelines.ingest.readers import read_csv, read_jsonl
+from core4_pipelines.ingest.readers import READERS, check_reader_options
 from core4_pipelines.ingest.sensor import DEFAULT_BATCH_SIZE, proc_folder_sensor
 from core4_resources.config.settings import mask_url
 from core4_resources.errors import Core4Error
 from core4_resources.files.folders import FolderResource
 
-READERS: dict[str, Callable[..., Any]] = {"csv": read_csv, "jsonl": read_jsonl}
 PROPERTIES = ("attempts", "error_time", "wall_time", "max_parallel", "priority", "schedule")
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
@@ -94,8 +93,20 @@ def _properties(context: dg.ComponentLoadContext, component: Any) -> dict[str, A
 
 
 class ReaderOptions(dg.Model):
-    delimiter: str | None = Field(None, description="CSV: the field delimiter (default ',').")
-    encoding: str | None = Field(None, description="The files' text encoding (default utf-8).")
+    """Options of the reader; which reader takes which: docs/readers.md (checked at load)."""
+
+    delimiter: str | None = Field(None, description="csv: the field delimiter (default ',').")
+    encoding: str | None = Field(None, description="csv, json, jsonl: the text encoding (default utf-8; a byte "
+                                                   "order mark names UTF-8/16/32).")
+    skip_lines: int | None = Field(None, description="csv: lines before the header (a title, a report's head).")
+    header: int | bool | str | None = Field(None, description="csv, xlsx: the header's row number (1), or none "
+                                                              "with columns.")
+    columns: list[str] | None = Field(None, description="csv, xlsx: the field names, replacing the header's.")
+    null_values: list[str] | None = Field(None, description="csv, xlsx: texts read as null, e.g. ['', 'NA'].")
+    empty_fields: str | None = Field(None, description="csv, xlsx: keep or drop empty fields (default keep).")
+    types: str | None = Field(None, description="csv, xlsx: auto (numbers become numbers) or text.")
+    dates: bool | None = Field(None, description="csv, xlsx: ISO dates and date-times become dates.")
+    sheet: str | int | None = Field(None, description="xlsx: the sheet's name or position (1 = the first).")
 
 
 class _JobProperties(dg.Model):
@@ -163,7 +174,7 @@ class FileImport(_Core4Component):
     collection: str = Field(description="The MongoDB collection (in the project's database).")
     pattern: str | None = Field(None, description="A regular expression matched at the start of file names.")
     name: str | None = Field(None, description="The job's name (default import_<collection>).")
-    reader: str = Field("csv", description="csv, jsonl, or a dotted path module.function(path, **options).")
+    reader: str = Field("csv", description="csv, jsonl, json, xlsx, parquet, or a dotted path module.function(path, **options).")
     reader_options: ReaderOptions = Field(default_factory=ReaderOptions, description="Options for the reader.")
     record_model: str | None = Field(None, description="A pydantic model (dotted path) each record is validated with.")
     batch_size: int = Field(DEFAULT_BATCH_SIZE, description="Files per batch (one run each); at least 1.")
@@ -191,13 +202,16 @@ class FileImport(_Core4Component):
         """The ``read`` argument import_job gets: the reader with the options set in the YAML."""
         read = READERS.get(self.reader)
         if read is None:
-            read = _dotted(context, "reader", self.reader, "csv, jsonl, or a dotted path module.function")
+            read = _dotted(context, "reader", self.reader, "csv, jsonl, json, xlsx, parquet, or a dotted path module.function")
             if not callable(read):
                 raise _fail(context, "reader", "a function read(path, **options) yielding records", self.reader)
         options = {k: v for k, v in self.reader_options.model_dump().items() if v is not None}
-        if read is read_jsonl and "delimiter" in options:
-            raise _fail(context, "reader_options.delimiter", "no delimiter for jsonl (only encoding)",
-                        options["delimiter"])
+        if self.reader in READERS:
+            wrong = check_reader_options(self.reader, options)
+            if wrong is not None:
+                key, problem = wrong
+                raise ComponentDeclarationError(
+                    f"{_where(context)}: attributes.reader_options{'.' + key if key else ''}: {problem}")
         return functools.partial(read, **options) if options else read
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

@@ -1,0 +1,175 @@
+"""read_jsonl and read_json: records of JSON Lines and JSON files, streamed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from core4_pipelines.errors import RecordError
+from core4_pipelines.ingest.readers.inputs import (
+    bounded_lines,
+    check_field_names,
+    decode_error_position,
+    make_record,
+    not_text_error,
+    open_sources,
+    source_label,
+    text_of,
+)
+
+# The largest single JSON value read (characters): an array's element, or a file's one object.
+MAX_VALUE_CHARS = 64 << 20
+_BLOCK = 1 << 16
+_WHITESPACE = " \t\n\r"
+
+
+def _check_encoding(encoding: str) -> None:
+    import codecs
+
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise ValueError(f"encoding {encoding!r} is not an encoding Python knows (e.g. utf-8, utf-16, latin-1)") from None
+
+
+def read_jsonl(path: str, *, encoding: str = "utf-8") -> Iterator[dict]:
+    """Records of a JSON Lines file (compressed or not): one JSON object per line; blank lines
+    are skipped. Raises :class:`RecordError` naming the line for a line that is not JSON or not
+    an object, bytes that are not ``encoding``, or keys MongoDB cannot store."""
+    _check_encoding(encoding)
+    for member, opener in open_sources(path):
+        shown = source_label(path, member)
+        line, used = 0, encoding
+        binary = opener()
+        try:
+            handle, used = text_of(binary, encoding)
+            for line, text in enumerate(bounded_lines(handle, shown), start=1):
+                if not text.strip():
+                    continue
+                try:
+                    record = json.loads(text)
+                except ValueError as exc:
+                    raise RecordError(f"{shown}: line {line}: not JSON ({exc})") from None
+                if not isinstance(record, dict):
+                    raise RecordError(f"{shown}: line {line}: expected a JSON object, got {type(record).__name__}")
+                check_field_names(record, f"{shown}: line {line}")
+                yield make_record(record, line, member)
+        except UnicodeDecodeError as exc:
+            raise not_text_error(shown, decode_error_position(opener, used), line, used, exc) from exc
+        finally:
+            binary.close()
+
+
+class _Text:
+    """A text stream read in blocks, with the line number of any position in it."""
+
+    def __init__(self, handle, shown: str):
+        self.handle, self.shown = handle, shown
+        self.buffer, self.position, self.eof = "", 0, False
+        self.line, self.counted = 1, 0  # the line at buffer position ``counted``
+
+    def more(self) -> bool:
+        if self.eof:
+            return False
+        block = self.handle.read(_BLOCK)
+        if not block:
+            self.eof = True
+            return False
+        if self.position > _BLOCK:  # drop what is read, counting its lines
+            self.line_at(self.position)
+            self.buffer, self.position, self.counted = self.buffer[self.position:], 0, 0
+        self.buffer += block
+        return True
+
+    def skip_blanks(self) -> str:
+        """The next character that is not whitespace ("" at the end)."""
+        while True:
+            while self.position < len(self.buffer) and self.buffer[self.position] in _WHITESPACE:
+                self.position += 1
+            if self.position < len(self.buffer):
+                return self.buffer[self.position]
+            if not self.more():
+                return ""
+
+    def line_at(self, position: int) -> int:
+        """The line of ``position``; counted on from the last position asked (they only grow)."""
+        if position >= self.counted:
+            self.line += self.buffer.count("\n", self.counted, position)
+            self.counted = position
+            return self.line
+        return self.line - self.buffer.count("\n", position, self.counted)
+
+    def value(self, decoder: json.JSONDecoder):
+        """The JSON value at the position, read on until it is complete."""
+        while True:
+            try:
+                value, end = decoder.raw_decode(self.buffer, self.position)
+            except json.JSONDecodeError as exc:
+                if len(self.buffer) - self.position > MAX_VALUE_CHARS:
+                    raise RecordError(f"{self.shown}: line {self.line_at(self.position)}: a JSON value longer "
+                                      f"than {MAX_VALUE_CHARS} characters") from None
+                if self.more():
+                    continue
+                raise RecordError(f"{self.shown}: line {self.line_at(exc.pos)}: not JSON ({exc.msg})") from None
+            if end == len(self.buffer) and self.more():
+                continue  # a number may go on in the next block
+            self.position = end
+            return value
+
+
+def read_json(path: str, *, encoding: str = "utf-8") -> Iterator[dict]:
+    """Records of a JSON file (compressed or not): an array of objects, streamed element by
+    element (any length, little memory), or one object (one record). Raises
+    :class:`RecordError` naming the line for text that is not JSON, an element that is not an
+    object, or keys MongoDB cannot store."""
+    _check_encoding(encoding)
+    decoder = json.JSONDecoder()
+    for member, opener in open_sources(path):
+        shown = source_label(path, member)
+        binary = opener()
+        used = encoding
+        text = None
+        try:
+            handle, used = text_of(binary, encoding)
+            text = _Text(handle, shown)
+            first = text.skip_blanks()
+            if first == "{":
+                line = text.line_at(text.position)
+                record = text.value(decoder)
+                yield _object(record, shown, line, member)
+                if text.skip_blanks():
+                    raise RecordError(f"{shown}: line {text.line_at(text.position)}: more after the JSON object")
+                continue
+            if first != "[":
+                raise RecordError(f"{shown}: line {text.line_at(text.position)}: expected a JSON array of objects "
+                                  f"or one object, got {'nothing' if not first else repr(first)}")
+            text.position += 1
+            if text.skip_blanks() == "]":
+                text.position += 1
+            else:
+                while True:
+                    line = text.line_at(text.position)
+                    yield _object(text.value(decoder), shown, line, member)
+                    after = text.skip_blanks()
+                    text.position += 1
+                    if after == "]":
+                        break
+                    if after != ",":
+                        raise RecordError(f"{shown}: line {text.line_at(text.position - 1)}: expected ',' or ']' "
+                                          f"in the array, got {'the end of the file' if not after else repr(after)}")
+                    text.skip_blanks()
+            if text.skip_blanks():
+                raise RecordError(f"{shown}: line {text.line_at(text.position)}: more after the JSON array")
+        except UnicodeDecodeError as exc:
+            line = text.line if text is not None else 0
+            raise not_text_error(shown, decode_error_position(opener, used), line, used, exc) from exc
+        finally:
+            binary.close()
+
+
+def _object(value, shown: str, line: int, member: str | None):
+    if not isinstance(value, dict):
+        raise RecordError(f"{shown}: line {line}: expected a JSON object, got {type(value).__name__}")
+    check_field_names(value, f"{shown}: line {line}")
+    return make_record(value, line, member)
+
