@@ -215,12 +215,13 @@ def test_python_jobs_and_yaml_components_load_together(project):
     ("collection: readings\nschedule: every day", r"attributes\.schedule: property schedule .*cron"),
     ("collection: readings\npattern: 'a(['", r"attributes\.pattern: expected a regular expression"),
     ("collection: readings\nreader: jsonl\nreader_options: {delimiter: ';'}", r"attributes\.reader_options\.delimiter"),
-    ("collection: readings\nreader_options: {skip_lines: -2}", r"attributes\.reader_options\.skip_lines: skip_lines must be a count"),
+    ("collection: readings\nreader_options: {skip_lines: -2}", r"reader_options\.skip_lines: skip_lines must be a count"),
     ("collection: readings\nreader_options: {header: none}", r"attributes\.reader_options\.header: header none needs columns"),
     ("collection: readings\nreader_options: {empty_fields: ignore}", r"attributes\.reader_options\.empty_fields: .*keep or drop"),
-    ("collection: readings\nreader: xlsx\nreader_options: {sheet: 0}", r"attributes\.reader_options\.sheet: .*position \(1 = the first\)"),
-    ("collection: readings\nreader: parquet\nreader_options: {encoding: utf-8}", r"attributes\.reader_options\.encoding: parquet takes no options"),
-    ("collection: readings\nreader: csv\nreader_options: {sheet: data}", r"attributes\.reader_options\.sheet: csv takes delimiter"),
+    ("collection: readings\nreader: xlsx\nreader_options: {sheet: 0}", r"reader_options\.sheet: .*position \(1 = the first\)"),
+    ("collection: readings\nreader: parquet\nreader_options: {encoding: utf-8}",
+     r"reader_options\.encoding: parquet takes no options"),
+    ("collection: readings\nreader: csv\nreader_options: {sheet: data}", r"reader_options\.sheet: csv takes delimiter"),
 ])
 def test_a_wrong_attribute_names_the_file_and_the_key(project, attributes, expected):
     text = "type: core4_pipelines.FileImport\nattributes:\n" + textwrap.indent(attributes, "  ") + "\n"
