@@ -20,9 +20,10 @@ def examples() -> list[tuple[str, str]]:
     return found
 
 
-def test_the_docs_show_an_example_per_write_mode():
+def test_the_docs_show_an_example_per_write_mode_and_reader():
     texts = "\n".join(text for _, text in examples())
-    for setting in ("mode: upsert", "mode: merge", "mode: replace", "duplicates: skip", "bad_rows: divert"):
+    for setting in ("mode: upsert", "mode: merge", "mode: replace", "duplicates: skip", "bad_rows: divert",
+                    "reader: csv", "reader: json", "reader: xlsx", "reader: parquet", "skip_lines:", "header: none"):
         assert setting in texts, setting
 
 

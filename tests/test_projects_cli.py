@@ -143,7 +143,7 @@ def test_coco_drain_imports_a_new_projects_proc_and_reports_bad_files(home, tmp_
     proc = root / "proc" / "drained"
     proc.mkdir(parents=True)
     (proc / "good.csv").write_text("city,celsius\nberlin,21.5\nkoeln,19\nmuenchen,17\n")
-    (proc / "bad.csv").write_text("city,city\nberlin,21.5\n")  # repeated column names: a content error
+    (proc / "bad.csv").write_text("city,celsius\nberlin\n")  # a row short of a field: a content error
     (proc / "notes.txt").write_text("not matching the pattern: stays\n")
     env = dict(os.environ, CORE4_OPTION_DEFAULT__mongo_url=mongo_server.url)
     common = ("--root", str(root), "--home", str(home))
