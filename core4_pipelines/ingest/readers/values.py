@@ -95,12 +95,16 @@ def cell_converter(options: FieldOptions) -> Callable[[Any], Any]:
     text = options.types == "text"
 
     def convert(value):
-        if isinstance(value, str):
-            if value in nulls:
-                return None
+        kind = type(value)  # the common types first: this runs once per cell
+        if kind is str:
+            if value == "" or value in nulls:
+                return None  # an empty cell is no value
             return convert_date(value) if options.dates else value
-        if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
-            value = int(value)  # a spreadsheet holds every number as a float
+        if kind is float:
+            if value.is_integer() and abs(value) < 2 ** 53:
+                value = int(value)  # a spreadsheet holds every number as a float
+        elif value is None or kind is int or kind is bool:
+            pass
         elif isinstance(value, datetime):
             pass
         elif isinstance(value, date):
@@ -109,7 +113,7 @@ def cell_converter(options: FieldOptions) -> Callable[[Any], Any]:
             value = value.isoformat()
         elif isinstance(value, timedelta):
             value = value.total_seconds()
-        if text:
+        if text and value is not None:
             return value.isoformat() if isinstance(value, datetime) else str(value)
         return value
     return convert

@@ -116,5 +116,5 @@ def read_xlsx(path: str, **options) -> Iterator[dict]:
             yield BadRow(f"row {number}", f"a value beyond the {width} columns of the header", list(row))
             continue
         cells = list(row[:width]) + [None] * (width - len(row))
-        yield make_record(fields_of(fields_names, (None if _empty(v) else convert(v) for v in cells), drop_empty,
+        yield make_record(fields_of(fields_names, map(convert, cells), drop_empty,
                                                   empty=None), number)
