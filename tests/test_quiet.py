@@ -22,7 +22,7 @@ import time
 import dagster as dg
 from support import COCO, REPO, tick
 
-from core4_pipelines.coco.serve import DagsterOutputFilter, OutputForwarder
+from core4_pipelines.coco.serve_output import DagsterOutputFilter, OutputForwarder
 from core4_pipelines.ingest.job import import_job
 from core4_pipelines.supervise.monitor import monitor_sensor
 from core4_pipelines.ingest.readers import read_csv
