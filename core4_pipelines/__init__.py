@@ -22,7 +22,9 @@ for _text in ("is currently in beta", "is currently in preview", "is superseded 
 del _text
 
 if TYPE_CHECKING:
+    from core4_pipelines.download.sftp import SftpSource, fetch_sftp_into_proc
     from core4_pipelines.project.components import FileImport, HttpDownload
+    from core4_pipelines.project.sftp_download import SftpDownload
     from core4_pipelines.job_cookie import Cookie
     from core4_pipelines.download.job import download_job, download_to_proc
     from core4_pipelines.ingest.assets import collection_key, inbox_key
@@ -51,6 +53,9 @@ _EXPORTS = {
     "Cookie": "core4_pipelines.job_cookie",
     "FileImport": "core4_pipelines.project.components",
     "HttpDownload": "core4_pipelines.project.components",
+    "SftpDownload": "core4_pipelines.project.sftp_download",
+    "SftpSource": "core4_pipelines.download.sftp",
+    "fetch_sftp_into_proc": "core4_pipelines.download.sftp",
     "FolderResource": "core4_resources.files.folders",
     "ImportBatchConfig": "core4_pipelines.ingest.job",
     "MongoResource": "core4_resources.mongo.resource",
@@ -92,6 +97,8 @@ __all__ = [
     "ImportBatchConfig",
     "MongoResource",
     "ReadNote",
+    "SftpDownload",
+    "SftpSource",
     "collection",
     "collection_key",
     "cookie",
@@ -99,6 +106,7 @@ __all__ = [
     "defer",
     "download_job",
     "download_to_proc",
+    "fetch_sftp_into_proc",
     "heartbeat",
     "import_job",
     "import_run_config",

@@ -10,7 +10,7 @@ import pytest
 from test_init_dg import dg, sales  # noqa: F401 - the `coco init` project fixture
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
-BLOCK = re.compile(r"```yaml\n(type: core4_pipelines\.FileImport\n.*?)```", re.DOTALL)
+BLOCK = re.compile(r"```yaml\n(type: core4_pipelines\.(?:FileImport|SftpDownload)\n.*?)```", re.DOTALL)
 
 
 def examples() -> list[tuple[str, str]]:
@@ -23,7 +23,8 @@ def examples() -> list[tuple[str, str]]:
 def test_the_docs_show_an_example_per_write_mode_and_reader():
     texts = "\n".join(text for _, text in examples())
     for setting in ("mode: upsert", "mode: merge", "mode: replace", "duplicates: skip", "bad_rows: divert",
-                    "reader: csv", "reader: json", "reader: xlsx", "reader: parquet", "skip_lines:", "header: none"):
+                    "reader: csv", "reader: json", "reader: xlsx", "reader: parquet", "skip_lines:", "header: none",
+                    "type: core4_pipelines.SftpDownload"):
         assert setting in texts, setting
 
 
