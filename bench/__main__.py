@@ -23,6 +23,7 @@ BENCHMARKS = (
     "import_records",
     "write_modes",
     "readers",
+    "sftp",
     "end_to_end",
     "memory",
 )

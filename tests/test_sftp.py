@@ -20,7 +20,7 @@ from core4_pipelines.download.http import DownloadError
 from core4_pipelines.download.sftp import SftpSource, fetch_sftp_into_proc
 from core4_resources.mongo.embedded.server import free_port
 
-SERVER = os.path.join(os.path.dirname(__file__), "sftp_server.py")
+SERVER = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "sftp_server.py")
 USER, PASSWORD = "partner", "s3cret-partner"
 JOB = "demo.download_records"
 

@@ -3,7 +3,7 @@
     python sftp_server.py PORT ROOT HOST_KEY AUTHORIZED_KEYS USER PASSWORD
 
 It serves ROOT as the SFTP root (chroot) to USER, who logs in with PASSWORD or a key in
-AUTHORIZED_KEYS, and prints "ready" once it listens on 127.0.0.1:PORT."""
+AUTHORIZED_KEYS ("-": password only), and prints "ready" once it listens on 127.0.0.1:PORT."""
 
 import asyncio
 import sys
@@ -23,7 +23,7 @@ async def main(port: int, root: str, host_key: str, authorized: str, user: str, 
             return username == user and given == password
 
     await asyncssh.listen(
-        "127.0.0.1", port, server_host_keys=[host_key], authorized_client_keys=authorized,
+        "127.0.0.1", port, server_host_keys=[host_key], authorized_client_keys=None if authorized == "-" else authorized,
         server_factory=Server, sftp_factory=lambda channel: asyncssh.SFTPServer(channel, chroot=root),
         allow_scp=False,
     )
