@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pymongo import UpdateOne
 from pymongo.errors import PyMongoError
 
 from core4_pipelines.download.http import DownloadError
@@ -223,13 +224,21 @@ def _recorded(mongo: MongoResource, job: str, paths) -> dict[str, Mapping]:
         mongo.raise_error(f"the download ledger {mongo.database}.{DOWNLOADS_COLLECTION}", exc)
 
 
-def _record(mongo: MongoResource, job: str, remote: RemoteFile, state: str, proc: str | None = None) -> None:
-    fields = {"job": job, "path": remote.path, "size": remote.size, "mtime": remote.mtime, "state": state,
-              "at": datetime.now(UTC)}
-    if proc is not None:
-        fields["proc"] = proc
+def _record(mongo: MongoResource, job: str, remotes: list[RemoteFile], state: str,
+            proc: Mapping[str, str] | None = None) -> None:
+    """One write for the files of a run (fetched: with where each went in proc; done)."""
+    now = datetime.now(UTC)
+    operations = []
+    for remote in remotes:
+        fields = {"job": job, "path": remote.path, "size": remote.size, "mtime": remote.mtime, "state": state,
+                  "at": now}
+        if proc is not None:
+            fields["proc"] = proc[remote.path]
+        operations.append(UpdateOne({"_id": _entry_id(job, remote.path)}, {"$set": fields}, upsert=True))
+    if not operations:
+        return
     try:
-        _ledger(mongo).update_one({"_id": _entry_id(job, remote.path)}, {"$set": fields}, upsert=True)
+        _ledger(mongo).bulk_write(operations, ordered=False)
     except PyMongoError as exc:
         mongo.raise_error(f"the download ledger {mongo.database}.{DOWNLOADS_COLLECTION}", exc)
 
@@ -274,7 +283,7 @@ async def _fetch(folders: FolderResource, mongo: MongoResource, source: SftpSour
                 new.append(remote)
             for remote in pending_after:
                 await _after(sftp, source, remote)
-                _record(mongo, job, remote, "done")
+            _record(mongo, job, pending_after, "done")
             if new and source.min_age_seconds > 0:
                 await asyncio.sleep(source.min_age_seconds)
                 second = await _listing(sftp, source, pattern)
@@ -317,17 +326,20 @@ async def _fetch(folders: FolderResource, mongo: MongoResource, source: SftpSour
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(partial)
             # Every file complete: into proc, recorded, then what happens on the server.
-            moved = []
+            # A run killed among these moves fetches the files not yet recorded once more; the
+            # import's duplicate check (duplicates: skip) keeps their bytes from being imported twice.
+            moved, where = [], {}
             while fetched:
                 remote, path = fetched.pop(0)
                 delivered.append(folders.move_proc(path))
-                _record(mongo, job, remote, "fetched", delivered[-1])
                 moved.append(remote)
+                where[remote.path] = delivered[-1]
                 say(f"fetched {source.where}{remote.path} -> {delivered[-1]} ({remote.size} bytes)")
+            _record(mongo, job, moved, "fetched", where)
             if source.after != "keep":
                 for remote in moved:
                     await _after(sftp, source, remote)
-                    _record(mongo, job, remote, "done")
+                _record(mongo, job, moved, "done")
     except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
         raise DownloadError(f"{source.where}: connection lost: {type(exc).__name__}: {exc}") from None
     finally:
