@@ -56,6 +56,16 @@ def test_dg_checks_lists_and_scaffolds_the_definitions_of_a_new_project(sales):
     assert {a["asset_key"] for a in defs["assets"]} >= {"sales/prices", "sales/prices_inbox"}
     assert {j["name"] for j in defs["jobs"]} >= {"import_records", "import_prices"}
 
+    # An sFTP download into that import: its password named by a variable, nothing to connect to at load.
+    done = dg(project, env, "scaffold", "defs", "core4_pipelines.SftpDownload", "prices_sftp")
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = (project / "sales" / "defs" / "prices_sftp" / "defs.yaml").read_text()
+    assert "password: PRICES_SFTP_SFTP_PASSWORD" in text and "known_hosts:" in text
+    path = project / "sales" / "defs" / "prices_sftp" / "defs.yaml"
+    path.write_text(text.replace("collection: prices_sftp", "collection: prices"))
+    assert dg(project, env, "check", "defs").returncode == 0
+    assert {j["name"] for j in listed(project, env)["jobs"]} >= {"download_prices"}
+
 
 def test_dg_check_names_the_file_and_the_key_of_a_mistake(sales):
     project, env = sales

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -23,6 +25,20 @@ from core4_resources.files.folders import FolderResource
 from core4_resources.mongo.resource import MongoResource
 
 
+class _SftpDownloadScaffolder(dg.Scaffolder):
+    """``dg scaffold defs core4_pipelines.SftpDownload NAME``: an sFTP download into the import of NAME,
+    its secret named by an environment variable; edit host, user, known_hosts and remote_dir."""
+
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        name = Path(request.target_path).name
+        dg.scaffold_component(request, {
+            "collection": name, "host": "sftp.example.org", "user": name,
+            "password": f"{name.upper()}_SFTP_PASSWORD", "known_hosts": "/etc/core4/known_hosts",
+            "remote_dir": "/outgoing", "pattern": f"{re.escape(name)}.*\\.csv$", "schedule": "*/15 * * * *",
+        })
+
+
+@dg.scaffold_with(_SftpDownloadScaffolder)
 class SftpDownload(_Core4Component):
     """Fetch new files from an sFTP server into ``<proc>/<project>/``, for the import of
     ``collection``: the host key verified (``known_hosts`` or ``host_key``), each file whole
