@@ -290,3 +290,29 @@ def test_a_wrong_sftp_setting_names_the_file_and_key(server, project, extra, key
         error = error.__cause__ or error.__context__
     assert "defs.yaml" in message and key in message, message
     assert "s3cret-value" not in message
+
+
+def test_the_listing_sensor_starts_a_run_for_new_files_only(server, project):  # noqa: F811
+    import dagster as dg
+    from support import make_folders
+
+    from core4_resources.mongo.resource import MongoResource
+
+    server.drop("records-1.csv", b"id\n1\n")
+    name, defs = project({"fetch": sftp_yaml(server, "listing_interval: 30"), "records": IMPORT_YAML})
+    sensor = defs.get_sensor_def("download_records_sftp_sensor")
+    mongo = MongoResource(mongo_url=os.environ["CORE4_OPTION_DEFAULT__mongo_url"], database=project.database)
+    with dg.instance_for_test() as instance:
+        (request,) = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, resources={"mongo": mongo})).run_requests
+        assert defs.get_job_def("download_records").execute_in_process(instance=instance).success
+        assert list(in_proc(make_folders(project.root, name))) == ["records-1.csv"]
+        quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources={"mongo": mongo}))
+        assert not quiet.run_requests and "nothing new on sftp://partner@127.0.0.1" in quiet.skip_message
+        server.drop("records-2.csv", b"id\n2\n")
+        (second,) = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, resources={"mongo": mongo})).run_requests
+        assert second.run_key != request.run_key
+        server.kill()
+        down = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources={"mongo": mongo}))
+        assert not down.run_requests and f"127.0.0.1:{server.port}: cannot connect" in down.skip_message

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import posixpath
 import re
@@ -31,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import dagster as dg
 from pymongo import UpdateOne
 from pymongo.errors import PyMongoError
 
@@ -243,6 +245,43 @@ def _record(mongo: MongoResource, job: str, remotes: list[RemoteFile], state: st
         mongo.raise_error(f"the download ledger {mongo.database}.{DOWNLOADS_COLLECTION}", exc)
 
 
+async def _new_files(sftp, mongo: MongoResource, source: SftpSource, job: str, pattern, say):
+    """(files not fetched before or changed since, files fetched whose after-pickup step is due)."""
+    first = await _listing(sftp, source, pattern)
+    recorded = _recorded(mongo, job, list(first))
+    pending_after, new = [], []
+    for path, remote in sorted(first.items()):
+        entry = recorded.get(path)
+        if entry is not None and (entry["size"], entry["mtime"]) == (remote.size, remote.mtime):
+            if entry.get("state") == "fetched" and source.after != "keep":
+                pending_after.append(remote)  # in proc already; its after-pickup step was cut off
+            continue
+        if entry is not None:
+            say(f"{source.where}{path} changed on the server ({entry['size']} -> {remote.size} bytes, "
+                f"mtime {entry['mtime']} -> {remote.mtime}): fetched again")
+        new.append(remote)
+    return new, pending_after
+
+
+def list_new_files(mongo: MongoResource, source: SftpSource, job: str) -> list[RemoteFile]:
+    """The files of ``source`` the download ``job`` has not fetched (or that changed since):
+    one connection, one listing, nothing fetched. DownloadError as fetch_sftp_into_proc."""
+    async def listing():
+        import asyncssh
+
+        pattern = re.compile(source.pattern) if source.pattern else None
+        connection = await _connect(source)
+        try:
+            async with connection, connection.start_sftp_client() as sftp:
+                new, pending = await _new_files(sftp, mongo, source, job, pattern, lambda _: None)
+                return new + pending
+        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            raise DownloadError(f"{source.where}: connection lost: {type(exc).__name__}: {exc}") from None
+
+    check_source(source)
+    return asyncio.run(listing())
+
+
 async def _after(sftp, source: SftpSource, remote: RemoteFile) -> None:
     import asyncssh
 
@@ -268,19 +307,7 @@ async def _fetch(folders: FolderResource, mongo: MongoResource, source: SftpSour
     delivered: list[str] = []
     try:
         async with connection, connection.start_sftp_client() as sftp:
-            first = await _listing(sftp, source, pattern)
-            recorded = _recorded(mongo, job, list(first))
-            pending_after, new = [], []
-            for path, remote in sorted(first.items()):
-                entry = recorded.get(path)
-                if entry is not None and (entry["size"], entry["mtime"]) == (remote.size, remote.mtime):
-                    if entry.get("state") == "fetched" and source.after != "keep":
-                        pending_after.append(remote)  # in proc already; its after-pickup step was cut off
-                    continue
-                if entry is not None:
-                    say(f"{source.where}{path} changed on the server ({entry['size']} -> {remote.size} bytes, "
-                        f"mtime {entry['mtime']} -> {remote.mtime}): fetched again")
-                new.append(remote)
+            new, pending_after = await _new_files(sftp, mongo, source, job, pattern, say)
             for remote in pending_after:
                 await _after(sftp, source, remote)
             _record(mongo, job, pending_after, "done")
@@ -363,3 +390,30 @@ def fetch_sftp_into_proc(folders: FolderResource, mongo: MongoResource, source: 
     if log is not None and not delivered:
         log.info(f"{source.where}{source.remote_dir}: nothing new ({time.monotonic() - started:.1f}s)")
     return delivered
+
+
+def sftp_listing_sensor(job, source: SftpSource, *, job_key: str, minimum_interval_seconds: int = 60,
+                        name: str | None = None, default_status=None):
+    """A sensor that lists ``source`` every ``minimum_interval_seconds`` and starts ``job`` (the
+    download) when there are files it has not fetched: the UI shows, per tick, what it found.
+    One run per new set of files (run key: their paths, sizes and mtimes)."""
+    @dg.sensor(
+        name=name or f"{job.name}_sftp_sensor", job=job, minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status or dg.DefaultSensorStatus.RUNNING,
+        description=f"Lists {source.where}{source.remote_dir} and starts {job.name} when new files are there",
+    )
+    def listing_sensor(context: dg.SensorEvaluationContext, mongo: MongoResource):
+        try:
+            new = list_new_files(mongo, source, job_key)
+        except DownloadError as exc:
+            return dg.SkipReason(str(exc))
+        if not new:
+            return dg.SkipReason(f"nothing new on {source.where}{source.remote_dir}")
+        digest = hashlib.blake2b(digest_size=12)
+        for remote in sorted(new, key=lambda r: r.path):
+            digest.update(f"{remote.path}\0{remote.size}\0{remote.mtime}\n".encode())
+        shown = ", ".join(r.path for r in new[:5]) + (f" and {len(new) - 5} more" if len(new) > 5 else "")
+        context.log.info(f"{len(new)} new file(s) on {source.where}: {shown}")
+        return dg.RunRequest(run_key=digest.hexdigest())
+
+    return listing_sensor

@@ -11,7 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from core4_pipelines.download.job import download_job
-from core4_pipelines.download.sftp import SftpSource, check_source, fetch_sftp_into_proc
+from core4_pipelines.download.sftp import SftpSource, check_source, fetch_sftp_into_proc, sftp_listing_sensor
 from core4_pipelines.ingest.assets import inbox_key, md_code
 from core4_pipelines.project.components import (
     ComponentDeclarationError,
@@ -78,6 +78,8 @@ class SftpDownload(_Core4Component):
     max_files: int = Field(1000, description="Files per run at most; the rest wait for the next run.")
     max_bytes: int = Field(10 << 30, description="Bytes per run at most (a larger single file still goes alone).")
     timeout: int | float = Field(30.0, description="Seconds to wait for the server; more than 0.")
+    listing_interval: int | None = Field(
+        None, description="Seconds between listings of a sensor that starts the download when new files are there.")
     name: str | None = Field(None, description="The job's name (default download_<collection>).")
     description: str | None = Field(None, description="The job's description.")
 
@@ -106,4 +108,9 @@ class SftpDownload(_Core4Component):
             description=self.description, properties=_properties(context, self) or None,
             source=f"{source.where}{source.remote_dir}",  # no secret: those stay in the environment
         )
-        return dg.Definitions(jobs=[job])
+        sensors = []
+        if self.listing_interval is not None:
+            _at_least(context, self, "listing_interval", 1, True)
+            sensors.append(sftp_listing_sensor(job, source, job_key=f"{project}.{job_name}",
+                                               minimum_interval_seconds=self.listing_interval))
+        return dg.Definitions(jobs=[job], sensors=sensors)
