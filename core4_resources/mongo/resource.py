@@ -300,8 +300,9 @@ class MongoResource(dagster.ConfigurableResource):
         """Raise a MongoError for an operation on this server that failed with ``exc``.
 
         Its message is ``<what>: <exception type>: <reason>``, with this URL's password
-        replaced by ``***``; a ``what`` that does not name the server gains ``at <masked URL>``. ``exc`` is chained as its cause unless its text held the
-        password: then the chain is cut, so no traceback shows it. Call it in an
+        replaced by ``***``; a ``what`` that does not name the server gains ``at <masked URL>``.
+        ``exc`` is chained as its cause unless its text held the password: then the chain is cut,
+        so no traceback shows it. Call it in an
         ``except`` clause of your own database calls; name the server by
         :attr:`masked_url`, never by ``mongo_url``.
 
