@@ -23,6 +23,7 @@ from bson.decimal128 import Decimal128
 from support import archived, deliver, put
 
 from core4_pipelines.errors import RecordError
+from core4_pipelines.ingest.readers import json_reader
 from core4_pipelines.ingest.job import import_job
 from core4_pipelines.ingest.readers import (
     BadRow,
@@ -198,9 +199,11 @@ def test_a_million_row_gzip_csv_is_streamed_in_bounded_memory(tmp_path):
 
 # --- json -----------------------------------------------------------------------------------------
 
-def test_a_json_array_is_read_element_by_element_with_lines(tmp_path):
+def test_a_json_array_is_read_element_by_element_with_lines(tmp_path, monkeypatch):
     elements = [{"id": i, "text": "x" * 5000} for i in range(100)]  # crosses many read blocks
     path = put(tmp_path, "a.json", "[\n" + ",\n".join(json.dumps(e) for e in elements) + "\n]\n")
+    assert list(read_json(path)) == elements  # small: parsed at once
+    monkeypatch.setattr(json_reader, "WHOLE_CHARS", 1000)  # as a file too large for that: streamed
     found = list(read_json(path))
     assert found == elements and [r.line for r in found[:3]] == [2, 3, 4]
 
