@@ -316,3 +316,104 @@ def test_the_listing_sensor_starts_a_run_for_new_files_only(server, project):  #
         server.kill()
         down = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources={"mongo": mongo}))
         assert not down.run_requests and f"127.0.0.1:{server.port}: cannot connect" in down.skip_message
+
+
+def test_coco_init_source_sftp_writes_a_download_that_fetches_and_imports(server, tmp_path, mongo_server):
+    """`coco init --source sftp`: the project loads as written (no trigger, the password named by a
+    variable); with host, port, user and known_hosts filled in and the variable set, `coco enqueue
+    --local` fetches the server's files into proc and `coco drain` imports them."""
+    from support import coco
+
+    from core4_resources.mongo.resource import MongoResource
+
+    home, root = tmp_path / "home", tmp_path / "root"
+    env = dict(os.environ, CORE4_OPTION_DEFAULT__mongo_url=mongo_server.url)
+    common = ("--root", str(root), "--home", str(home))
+    done = coco(*common, "init", "partnerdrop", "--source", "sftp", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    project = home / "partnerdrop"
+    readme = (project / "README.md").read_text()
+    assert "export PARTNERDROP_SFTP_PASSWORD=" in readme and "known_hosts" in readme
+    path = project / "partnerdrop" / "defs" / "records" / "defs.yaml"
+    text = path.read_text()
+    assert "type: core4_pipelines.SftpDownload" in text and "password: PARTNERDROP_SFTP_PASSWORD" in text
+    listed = coco(*common, "jobs", env=env)
+    assert "download_records" in listed.stdout, listed.stdout + listed.stderr
+
+    text = (text.replace("host: sftp.example.org", "host: 127.0.0.1").replace("port: 22", f"port: {server.port}")
+            .replace("user: partnerdrop", f"user: {USER}").replace("known_hosts: /etc/core4/known_hosts",
+                                                                     f"known_hosts: {server.known_hosts}"))
+    path.write_text(text.replace("after: keep ", "min_age_seconds: 0\n  after: keep "))
+    server.drop("cities.csv", b"city,celsius\nberlin,21.5\nkoeln,19\n")
+    server.drop("notes.txt", b"not a csv file: left on the server\n")
+
+    unset = coco(*common, "enqueue", "--local", "partnerdrop.download_records", env=env)
+    assert unset.returncode != 0 and "PARTNERDROP_SFTP_PASSWORD" in unset.stdout + unset.stderr
+    env["PARTNERDROP_SFTP_PASSWORD"] = PASSWORD
+    fetched = coco(*common, "enqueue", "--local", "partnerdrop.download_records", env=env)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert PASSWORD not in fetched.stdout + fetched.stderr
+    drained = coco(*common, "drain", "partnerdrop", "--timeout", "120", env=env)
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    records = MongoResource(mongo_url=mongo_server.url, database="partnerdrop").collection("records")
+    assert sorted((r["city"], r["celsius"]) for r in records.find({"_src": "cities.csv"})) == [
+        ("berlin", 21.5), ("koeln", 19)]
+    assert (server.root / "outgoing" / "cities.csv").exists()  # after: keep
+
+
+def _openssh() -> tuple[str | None, str | None]:
+    """OpenSSH's sshd and sftp-server, where this machine has them."""
+    import shutil
+
+    sshd = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd") if os.path.exists(p)), None)
+    helper = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server",
+                               "/usr/lib/ssh/sftp-server", "/usr/libexec/sftp-server") if os.path.exists(p)), None)
+    return sshd, helper
+
+
+@pytest.mark.skipif(None in _openssh(), reason="no OpenSSH server here (sshd and sftp-server): only asyncssh's ran")
+def test_openssh_sftp_server_files_are_fetched_once_with_a_key(tmp_path, folders, mongo):
+    """The same download against OpenSSH's sshd and sftp-server (a private sshd on a free port,
+    key login as the user running the tests, the host key from a known_hosts file)."""
+    import getpass
+    import socket
+
+    sshd, helper = _openssh()
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o700)
+    host_key, client_key = asyncssh.generate_private_key("ssh-ed25519"), asyncssh.generate_private_key("ssh-ed25519")
+    host_key.write_private_key(str(keys / "host"))
+    client_key.write_private_key(str(keys / "client"))
+    client_key.write_public_key(str(keys / "authorized_keys"))
+    for name in ("host", "client"):
+        os.chmod(keys / name, 0o600)
+    port = free_port()
+    (keys / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key.export_public_key().decode().strip()}\n")
+    (keys / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host'}\nPidFile {keys / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {keys / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        f"PubkeyAuthentication yes\nStrictModes no\nUsePAM no\nSubsystem sftp {helper}\n")
+    remote = tmp_path / "remote" / "outgoing"
+    remote.mkdir(parents=True)
+    files = {f"records-{i:02d}.csv": f"id\n{i}\n".encode() for i in range(20)}
+    for name, content in files.items():
+        (remote / name).write_bytes(content)
+    process = subprocess.Popen([sshd, "-D", "-e", "-f", str(keys / "sshd_config")], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+                time.sleep(0.1)
+        source = SftpSource(host="127.0.0.1", port=port, user=getpass.getuser(), remote_dir=str(remote),
+                            private_key_file=str(keys / "client"), known_hosts=str(keys / "known_hosts"),
+                            min_age_seconds=0, timeout=10)
+        assert len(fetch_sftp_into_proc(folders, mongo, source, JOB)) == 20
+        assert in_proc(folders) == files
+        assert fetch_sftp_into_proc(folders, mongo, source, JOB) == []
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -123,7 +123,7 @@ def cmd_init(args) -> int:
     check_project_name(args.name)  # before the configuration: a bad name is the first thing to say
     make_home(configured_home())  # created first: the configuration accepts only an existing folder.home
     home = _home(_settings())
-    init_project(args.name, home, venv=args.venv)  # says what it created, and what git did
+    init_project(args.name, home, venv=args.venv, source=args.source)  # says what it created, and what git did
     return 0
 
 
@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "repository with a first commit when git is there")
     p.add_argument("name")
     p.add_argument("--venv", action="store_true", help="also create .venv with the framework and the project")
+    p.add_argument("--source", choices=("http", "sftp"), default="http",
+                   help="the download below the import: http (commented out) or sftp (loads as it is; fill in "
+                        "host, user, known_hosts and remote_dir)")
     p.set_defaults(run=cmd_init)
     p = sub.add_parser("serve", help="the Dagster UI and daemon over all projects (embedded MongoDB if no mongo_url)")
     p.add_argument("--host", help="bind address (default dagster.host, 127.0.0.1)")

@@ -90,8 +90,9 @@ def make_home(home: str | None, say: Callable[[str], None] = print) -> str | Non
     return home
 
 
-def _files(name: str, places: Mapping[str, str]) -> dict[str, str]:
-    """The project's files; ``places`` (project_places) are the paths its README names."""
+def _files(name: str, places: Mapping[str, str], source: str = "http") -> dict[str, str]:
+    """The project's files; ``places`` (project_places) are the paths its README names;
+    ``source`` the download below the import (SOURCES)."""
     ui = places["ui"]
     return {
         # .env: DAGSTER_HOME of this machine, and where Dagster's users keep their tokens.
@@ -150,7 +151,7 @@ has stayed unchanged for 5 seconds and no program holds it open for writing.
 - In the UI, the asset `{name}/records` ({ui}/assets/{name}/records) lists each
   import with its files and record counts.
 
-## Test it
+{_download_readme(name, source)}## Test it
 
     source enter_env        # activates .venv, when the project has one
     pytest tests            # the project's tests
@@ -239,18 +240,7 @@ attributes:
   # attempts: 3                   # core4 job properties: attempts, error_time, wall_time,
   # max_parallel: 1               #   max_parallel, priority, schedule
   # freshness: 86400              # seconds within which new records are expected
-
-# A download into this import: remove the leading "# " of the lines below.
-# ---
-# type: core4_pipelines.HttpDownload
-# attributes:
-#   collection: records           # the import that reads the files
-#   url: "https://example.org/records/{{date:%Y-%m-%d}}.csv"   # {{date}}: the run's date (UTC)
-#   file_name: "records-{{date:%Y%m%d}}.csv"
-#   headers: {{Authorization: RECORDS_TOKEN}}   # the value comes from this environment variable
-#   schedule: "0 6 * * *"         # UTC
-#   attempts: 3
-""",
+{_download_yaml(name, source)}""",
         "tests/test_definitions.py": f'''"""{name}'s pipeline end to end: a CSV file in proc is claimed by the proc sensor once it
 stayed unchanged for 5 s (min_age_seconds), imported into MongoDB by the job the sensor starts,
 and archived. A private embedded MongoDB and folders under pytest's tmp_path: nothing you
@@ -311,9 +301,80 @@ def test_a_csv_file_in_proc_is_imported_into_records_and_archived(tmp_path, mong
     }
 
 
+SOURCES = ("http", "sftp")  # coco init --source: the download written below the import
+
+
+def _download_yaml(name: str, source: str) -> str:
+    """The second document of defs/records/defs.yaml: a commented HTTP download, or an sFTP
+    download that loads as it is (no trigger until host, user and host key are filled in)."""
+    if source == "sftp":
+        return f"""
+# The sFTP download into this import (docs/sftp.md). Fill in host, user, known_hosts (or
+# host_key) and remote_dir, set the password's variable in the environment of coco serve,
+# then start it by hand (coco enqueue {name}.download_records) or switch on a trigger below.
+---
+type: core4_pipelines.SftpDownload
+attributes:
+  collection: records             # the import that reads the files
+  host: sftp.example.org
+  port: 22
+  user: {name}
+  password: {name.upper()}_SFTP_PASSWORD   # the environment variable holding it; or
+  # private_key: {name.upper()}_SFTP_KEY   #   the variable holding a key's text (private_key_file: a path)
+  known_hosts: /etc/core4/known_hosts   # or host_key: "SHA256:..." (ssh-keygen -lf prints it)
+  remote_dir: /outgoing
+  pattern: '.*\\.csv$'
+  after: keep                     # keep | delete | move:/outgoing/done
+  # listing_interval: 60          # a sensor lists remote_dir every 60 s and starts the download for new files
+  # schedule: "*/15 * * * *"      # or a schedule (UTC)
+"""
+    return HTTP_DOWNLOAD_YAML
+
+
+HTTP_DOWNLOAD_YAML = """
+# A download into this import: remove the leading "# " of the lines below.
+# ---
+# type: core4_pipelines.HttpDownload
+# attributes:
+#   collection: records           # the import that reads the files
+#   url: "https://example.org/records/{date:%Y-%m-%d}.csv"   # {date}: the run's date (UTC)
+#   file_name: "records-{date:%Y%m%d}.csv"
+#   headers: {Authorization: RECORDS_TOKEN}   # the value comes from this environment variable
+#   schedule: "0 6 * * *"         # UTC
+#   attempts: 3
+"""
+
+
+def _download_readme(name: str, source: str) -> str:
+    if source != "sftp":
+        return ""
+    variable = f"{name.upper()}_SFTP_PASSWORD"
+    return f"""## Fetch files from the sFTP server
+
+`{name}/defs/records/defs.yaml` has an sFTP download (`SftpDownload`) into the
+import. Fill in `host`, `user`, `remote_dir` and the server's host key: a
+`known_hosts` file holding it (`ssh-keyscan -p PORT HOST > known_hosts`,
+checked by hand), or its fingerprint as `host_key: "SHA256:..."`. An unknown
+or changed host key is refused.
+
+The password is never in the YAML: `password: {variable}` names the
+environment variable holding it. Set it where the runs start:
+
+    export {variable}='...'        # before coco serve
+    echo "{variable}='...'" >> .env   # for dg dev in this folder (.env stays out of git)
+
+(a key instead: `private_key: VARIABLE` holding the key's text, or
+`private_key_file: PATH`). Then `coco enqueue {name}.download_records` fetches
+the new files once; `listing_interval: 60` (a sensor) or `schedule:` does it
+by itself. Each file reaches proc whole and once; what was fetched is kept in
+`sys.downloads`.
+
+"""
+
+
 def init_project(name: str, home: str, venv: bool = False, framework_source: str | None = None,
                  say: Callable[[str], None] = print, git: bool = True,
-                 settings: Settings | None = None) -> str:
+                 settings: Settings | None = None, source: str = "http") -> str:
     """Create ``<home>/<name>`` (and ``home`` when missing); refuses to overwrite anything.
 
     The project's transfer, proc, archive and error folders are created too (0750), and its
@@ -321,6 +382,7 @@ def init_project(name: str, home: str, venv: bool = False, framework_source: str
     dagster.yaml when it has none: all from ``settings`` (default: the configuration, with
     this project's section). With ``git`` and git on PATH the project becomes its own
     repository with a first commit of the files written here (``.env`` stays out of it).
+    ``source`` picks the download below the import: a commented HTTP one, or an sFTP one.
     ``say`` gets what an operator should read. Returns the project folder."""
     check_project_name(name)
     home = make_home(os.path.abspath(home), say)
@@ -330,7 +392,9 @@ def init_project(name: str, home: str, venv: bool = False, framework_source: str
 
         settings = load_config(name)
     places = {**project_places(settings, name), "home": home}
-    files = _files(name, places)
+    if source not in SOURCES:
+        raise ProjectError(f"--source {source!r}: one of {', '.join(SOURCES)}")
+    files = _files(name, places, source)
     existing = [rel for rel in files if os.path.exists(os.path.join(folder, rel))]
     if existing:
         raise ProjectError(f"{folder}: refusing to overwrite existing files: {', '.join(existing)}")
