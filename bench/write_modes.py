@@ -75,26 +75,30 @@ def _mode_row(root: str, mongo, mode: str, smoke: bool) -> Row:
              for i, start in enumerate(range(0, total, RECORDS_PER_FILE))]
     folders = folder_resource(os.path.join(root, mode))
     database = mongo.db()
-    job = import_job(f"bench_{mode}", read=read_csv, collection=f"ours_{mode}", mode=mode, keys=["id"])
     parsed = [record for path in write_files(os.path.join(root, "src", mode), [n for n, _ in files],
                                              lambda i: files[i][1]) for record in read_csv(path)]
-    state: dict = {}
+    state: dict = {"round": 0}
 
+    # A fresh collection each round, none dropped: on this server a dropped collection slows
+    # the writes after it, which would favour whichever side runs first.
     def prepare_ours():
-        database.drop_collection(f"ours_{mode}")
+        state["round"] += 1
+        state["ours"] = f"ours_{mode}_{state['round']}"
+        state["job"] = import_job(f"bench_{mode}", read=read_csv, collection=state["ours"], mode=mode, keys=["id"])
         write_files(folders.proc_folder(), [n for n, _ in files], lambda i: files[i][1])
         state["batch"] = _claim_all(folders)
 
     def ours():
-        _import(job, folders, mongo, state["batch"])
+        _import(state["job"], folders, mongo, state["batch"])
 
     def prepare_baseline():
-        database.drop_collection("baseline")
-        database["baseline"].create_index([("id", 1)], unique=True)
+        state["round"] += 1
+        state["baseline"] = f"baseline_{mode}_{state['round']}"
+        database[state["baseline"]].create_index([("id", 1)], unique=True)
         state["copies"] = [dict(record) for record in parsed]
 
     def baseline():
-        collection = database["baseline"]
+        collection = database[state["baseline"]]
         copies = state["copies"]
         for start in range(0, len(copies), CHUNK):
             chunk = copies[start:start + CHUNK]
@@ -106,7 +110,7 @@ def _mode_row(root: str, mongo, mode: str, smoke: bool) -> Row:
 
     ours_s, baseline_s = interleaved(ours, baseline, 1 if smoke else 3,
                                      prepare_ours=prepare_ours, prepare_baseline=prepare_baseline)
-    written = database[f"ours_{mode}"].count_documents({})
+    written = database[state["ours"]].count_documents({})
     if written != total:
         raise AssertionError(f"{mode}: the import wrote {written} of {total} documents")
     return Row(f"{mode} of {total:,} new records on one key", ours_s, baseline_s, at_least(0.8, "docs/s"),

@@ -331,10 +331,10 @@ def test_coco_init_source_sftp_writes_a_download_that_fetches_and_imports(server
     common = ("--root", str(root), "--home", str(home))
     done = coco(*common, "init", "partnerdrop", "--source", "sftp", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    project = home / "partnerdrop"
-    readme = (project / "README.md").read_text()
+    project_dir = home / "partnerdrop"
+    readme = (project_dir / "README.md").read_text()
     assert "export PARTNERDROP_SFTP_PASSWORD=" in readme and "known_hosts" in readme
-    path = project / "partnerdrop" / "defs" / "records" / "defs.yaml"
+    path = project_dir / "partnerdrop" / "defs" / "records" / "defs.yaml"
     text = path.read_text()
     assert "type: core4_pipelines.SftpDownload" in text and "password: PARTNERDROP_SFTP_PASSWORD" in text
     listed = coco(*common, "jobs", env=env)

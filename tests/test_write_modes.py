@@ -50,6 +50,22 @@ def test_the_same_file_delivered_again_changes_nothing(folders, mongo):
     assert prices(mongo) == before
 
 
+def test_a_snapshot_over_many_chunks_counts_each_record_once_whichever_way_it_is_written(folders, mongo):
+    """New records are inserted, existing ones upserted: after a first chunk of mostly existing
+    keys the rest of the file goes straight to the upsert; the counts and documents are the same."""
+    rows = "".join(f"s{i},1,{i}\n" for i in range(2500))
+    deliver(folders, mongo, UPSERT, {"day-1.csv": "sku,day,price\n" + rows})
+    # Day 2: every 10th price changed, 700 new skus at the end (a chunk of mostly new keys).
+    changed = "".join(f"s{i},1,{i + 1 if i % 10 == 0 else i}\n" for i in range(2500))
+    added = "".join(f"n{i},1,{i}\n" for i in range(700))
+    result, metadata = deliver(folders, mongo, UPSERT, {"day-2.csv": "sku,day,price\n" + changed + added})
+    assert result.success and counts(metadata) == (700, 250, 2250, 0)
+    found = prices(mongo)
+    assert len(found) == 3200 and found[("s10", 1)]["price"] == 11 and found[("s11", 1)]["price"] == 11
+    assert found[("s10", 1)]["_src"] == "day-2.csv" and found[("s11", 1)]["_src"] == "day-1.csv"
+    assert found[("n699", 1)]["_src"] == "day-2.csv"
+
+
 def test_a_key_repeated_in_one_file_takes_its_last_record(folders, mongo):
     result, metadata = deliver(folders, mongo, UPSERT, {"p.csv": "sku,day,price\na,1,10\na,1,12\n"})
     assert result.success and prices(mongo)[("a", 1)]["price"] == 12
