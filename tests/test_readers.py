@@ -204,8 +204,44 @@ def test_a_json_array_is_read_element_by_element_with_lines(tmp_path, monkeypatc
     path = put(tmp_path, "a.json", "[\n" + ",\n".join(json.dumps(e) for e in elements) + "\n]\n")
     assert list(read_json(path)) == elements  # small: parsed at once
     monkeypatch.setattr(json_reader, "WHOLE_CHARS", 1000)  # as a file too large for that: streamed
-    found = list(read_json(path))
-    assert found == elements and [r.line for r in found[:3]] == [2, 3, 4]
+    monkeypatch.setattr(json_reader, "_BLOCK", 4096)  # elements longer than a block, read on past it
+    assert list(read_json(path)) == elements
+    tricky = [{"id": i, "text": "}, {" * (i % 7) + "x" * (i * 37 % 3000), "inner": {"a": [1, {"b": "]"}]}}
+              for i in range(300)]  # '}' followed by ',' inside strings and nested objects
+    path = put(tmp_path, "b.json", "[" + ", ".join(json.dumps(e) for e in tricky) + "]")
+    assert list(read_json(path)) == tricky
+
+
+def test_a_large_json_array_is_streamed_in_bounded_memory(tmp_path):
+    path = tmp_path / "big.json.gz"
+    with gzip.open(path, "wt", compresslevel=1) as out:
+        out.write("[\n" + ",\n".join(json.dumps({"id": i, "name": f"item {i}", "price": i + 0.5})
+                                      for i in range(600_000)) + "\n]\n")
+    # A streamed file holds the records of a block at a time (WHOLE_CHARS made small here, as for a
+    # file larger than it): the ~30 MB of text and 600k dicts never sit in memory at once.
+    script = textwrap.dedent(f"""
+        import resource
+        from core4_pipelines.ingest.readers import json_reader
+        json_reader.WHOLE_CHARS = 1 << 20
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rows = sum(1 for _ in json_reader.read_json({str(path)!r}))
+        print(rows, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows, grown_mb = map(int, done.stdout.split())
+    assert rows == 600_000
+    assert grown_mb < 50, f"reading grew the process by {grown_mb} MB"
+
+
+def test_a_streamed_json_array_names_the_line_of_a_bad_element(tmp_path, monkeypatch):
+    monkeypatch.setattr(json_reader, "WHOLE_CHARS", 1000)
+    monkeypatch.setattr(json_reader, "_BLOCK", 4096)
+    good = ",\n".join(json.dumps({"id": i, "text": "x" * 50}) for i in range(500))
+    for bad, words in [('{"id": }', "line 502: not JSON"), ("7", "line 502: expected a JSON object, got int"),
+                       ('{"$set": 1}', "line 502: field '\\$set' starts with '\\$'")]:
+        with pytest.raises(RecordError, match=words):
+            list(read_json(put(tmp_path, "bad.json", "[\n" + good + ",\n" + bad + ",\n" + good + "\n]")))
 
 
 def test_one_json_object_is_one_record_and_bad_json_names_the_line(tmp_path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from collections.abc import Iterator
 
 from core4_pipelines.errors import RecordError
@@ -22,8 +24,10 @@ MAX_VALUE_CHARS = 64 << 20
 # A file up to this size (characters) is parsed at once by json.loads (3x faster than element by
 # element); its records carry no line. A larger one is streamed.
 WHOLE_CHARS = 16 << 20
-_BLOCK = 1 << 16
-_WHITESPACE = " \t\n\r"
+# A streamed array is read in blocks of this many characters and parsed a block's complete
+# elements at a time.
+_BLOCK = 1 << 20
+_BLANKS = re.compile(r"[ \t\n\r]*")
 
 
 def _check_encoding(encoding: str) -> None:
@@ -64,12 +68,19 @@ def read_jsonl(path: str, *, encoding: str = "utf-8") -> Iterator[dict]:
 
 
 class _Text:
-    """A text stream read in blocks, with the line number of any position in it."""
+    """A text stream read in blocks, with the line number of any position in it.
 
-    def __init__(self, handle, shown: str):
-        self.handle, self.shown = handle, shown
+    While ``lazy_lines`` is set (a streamed array: its records carry no line) the lines of the
+    text dropped from the buffer are not counted; ``reopen`` gives the text again from its start
+    for the rare line asked after that (an error, an element read one by one).
+    """
+
+    def __init__(self, handle, shown: str, reopen=None):
+        self.handle, self.shown, self.reopen = handle, shown, reopen
         self.buffer, self.position, self.eof = "", 0, False
         self.line, self.counted = 1, 0  # the line at buffer position ``counted``
+        self.dropped = 0  # characters before the buffer's start
+        self.lazy_lines, self.lines_known = False, True
 
     def more(self) -> bool:
         if self.eof:
@@ -79,7 +90,11 @@ class _Text:
             self.eof = True
             return False
         if self.position > _BLOCK:  # drop what is read, counting its lines
-            self.line_at(self.position)
+            if self.lazy_lines and self.reopen is not None:
+                self.lines_known = False
+            else:
+                self.line_at(self.position)
+            self.dropped += self.position
             self.buffer, self.position, self.counted = self.buffer[self.position:], 0, 0
         self.buffer += block
         return True
@@ -87,8 +102,7 @@ class _Text:
     def skip_blanks(self) -> str:
         """The next character that is not whitespace ("" at the end)."""
         while True:
-            while self.position < len(self.buffer) and self.buffer[self.position] in _WHITESPACE:
-                self.position += 1
+            self.position = _BLANKS.match(self.buffer, self.position).end()
             if self.position < len(self.buffer):
                 return self.buffer[self.position]
             if not self.more():
@@ -96,11 +110,25 @@ class _Text:
 
     def line_at(self, position: int) -> int:
         """The line of ``position``; counted on from the last position asked (they only grow)."""
+        if not self.lines_known:
+            self._recount()
         if position >= self.counted:
             self.line += self.buffer.count("\n", self.counted, position)
             self.counted = position
             return self.line
         return self.line - self.buffer.count("\n", position, self.counted)
+
+    def _recount(self) -> None:
+        """The line at the buffer's start, counted in the text read again up to there."""
+        lines, left = 1, self.dropped
+        with self.reopen() as again:
+            while left > 0:
+                block = again.read(min(left, _BLOCK))
+                if not block:
+                    break
+                lines += block.count("\n")
+                left -= len(block)
+        self.line, self.counted, self.lines_known = lines, 0, True
 
     def value(self, decoder: json.JSONDecoder):
         """The JSON value at the position, read on until it is complete."""
@@ -135,7 +163,7 @@ def read_json(path: str, *, encoding: str = "utf-8") -> Iterator[dict]:
         text = None
         try:
             handle, used = text_of(binary, encoding)
-            text = _Text(handle, shown)
+            text = _Text(handle, shown, reopen=lambda opener=opener, used=used: text_of(opener(), used)[0])
             whole = _whole(text)
             if whole is not None:  # a file of up to WHOLE_CHARS: parsed at once, in C
                 checked: tuple = ()
@@ -162,17 +190,8 @@ def read_json(path: str, *, encoding: str = "utf-8") -> Iterator[dict]:
             if text.skip_blanks() == "]":
                 text.position += 1
             else:
-                while True:
-                    line = text.line_at(text.position)
-                    yield _object(text.value(decoder), shown, line, member)
-                    after = text.skip_blanks()
-                    text.position += 1
-                    if after == "]":
-                        break
-                    if after != ",":
-                        raise RecordError(f"{shown}: line {text.line_at(text.position - 1)}: expected ',' or ']' "
-                                          f"in the array, got {'the end of the file' if not after else repr(after)}")
-                    text.skip_blanks()
+                for records in _array(text, decoder, shown, member):
+                    yield from records  # one generator frame per record, not two
             if text.skip_blanks():
                 raise RecordError(f"{shown}: line {text.line_at(text.position)}: more after the JSON array")
         except UnicodeDecodeError as exc:
@@ -201,6 +220,62 @@ def _whole(text: _Text) -> list | None:
     if isinstance(value, list) and all(isinstance(element, dict) for element in value):
         return value
     return None
+
+
+def _array(text: _Text, decoder: json.JSONDecoder, shown: str, member: str | None) -> Iterator[list]:
+    """The elements of an array from the first one (at ``text.position``) to its ']', as lists
+    of records.
+
+    Fast: the buffer's text up to its last '}' that a ',' or ']' follows is parsed at once by
+    json.loads as an array; that succeeds only when it ends on an element's end (a cut inside a
+    string or a nested object leaves it open), and those records carry no line. Where it does
+    not (or an element is not an object, or has a key MongoDB cannot store), that stretch is read element by element, each with
+    its line, which also names the line of whatever is wrong.
+    """
+    slow_until = -1  # the fast parse failed on the text up to here
+    text.lazy_lines = True
+    while True:
+        buffer, start = text.buffer, text.position
+        if start > slow_until:
+            cut = buffer.rfind("}", start)
+            after = _BLANKS.match(buffer, cut + 1).end() if cut >= 0 else len(buffer)
+            if after < len(buffer) and buffer[after] in ",]":
+                try:
+                    elements = json.loads("[" + buffer[start:cut + 1] + "]")
+                except ValueError:
+                    elements = None
+                if elements is not None and _checked(elements, shown):
+                    yield elements if member is None else [make_record(element, None, member) for element in elements]
+                    text.position = after + 1
+                    if buffer[after] == "]":
+                        return
+                    text.skip_blanks()
+                    continue
+                slow_until = cut
+            elif len(buffer) - start < 2 * _BLOCK and text.more():
+                continue  # no element's end in the buffer yet: read on (an element of 2 blocks is read alone)
+        line = text.line_at(text.position)
+        yield [_object(text.value(decoder), shown, line, member)]
+        after = text.skip_blanks()
+        text.position += 1
+        if after == "]":
+            return
+        if after != ",":
+            raise RecordError(f"{shown}: line {text.line_at(text.position - 1)}: expected ',' or ']' "
+                              f"in the array, got {'the end of the file' if not after else repr(after)}")
+        text.skip_blanks()
+
+
+def _checked(elements: list, shown: str) -> bool:
+    """Whether every element is an object whose keys MongoDB can store (else the stretch is read
+    again element by element, to name the line)."""
+    if elements and set(map(type, elements)) != {dict}:
+        return False
+    try:  # the distinct keys gathered in C, then checked: the elements of one file mostly share theirs
+        check_field_names(set(itertools.chain.from_iterable(elements)), shown)
+    except RecordError:
+        return False
+    return True
 
 
 def _object(value, shown: str, line: int | None, member: str | None):

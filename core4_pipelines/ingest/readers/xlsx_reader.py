@@ -110,11 +110,18 @@ def read_xlsx(path: str, **options) -> Iterator[dict]:
     drop_empty = fields.empty_fields == "drop"
     first = number + 1
     for number, row in enumerate(rows, start=first):
-        if all(_empty(v) for v in row):
-            continue
-        if len(row) > width and any(not _empty(v) for v in row[width:]):
-            yield BadRow(f"row {number}", f"a value beyond the {width} columns of the header", list(row))
-            continue
-        cells = list(row[:width]) + [None] * (width - len(row))
-        yield make_record(fields_of(fields_names, map(convert, cells), drop_empty,
-                                                  empty=None), number)
+        size = len(row)
+        if row.count("") + row.count(None) == size:  # in C: this runs once per row
+            continue  # a blank row
+        if size != width:
+            if size > width and _blanks(row, width) != size - width:
+                yield BadRow(f"row {number}", f"a value beyond the {width} columns of the header", list(row))
+                continue
+            row = list(row[:width]) + [None] * (width - size)
+        yield make_record(fields_of(fields_names, map(convert, row), drop_empty, empty=None), number)
+
+
+def _blanks(row: list, start: int) -> int:
+    """How many cells of ``row`` from ``start`` on are empty."""
+    rest = row[start:]
+    return rest.count("") + rest.count(None)
