@@ -21,7 +21,7 @@ from bench import Row, at_least, at_most, csv_bytes, csv_records, folder_resourc
 
 NAME = "write_modes"
 TITLE = "upsert/merge vs raw bulk_write; the duplicate check's share of an import"
-RECORDS = 20_000
+RECORDS = 100_000
 SMOKE_RECORDS = 1_000
 RECORDS_PER_FILE = 5_000
 CHUNK = 1_000
@@ -37,6 +37,7 @@ def run(smoke: bool) -> list[Row]:
     with scratch(NAME) as root, EmbeddedMongo(os.path.join(root, "mongo")) as server:
         mongo = MongoResource(mongo_url=server.url, database="bench_modes")
         rows = [_mode_row(root, mongo, mode, smoke) for mode in ("upsert", "merge")]
+        rows.append(_mode_row(root, mongo, "upsert", smoke, over_existing=True))
         rows.append(_ledger_row(root, mongo, smoke))
         mongo.db().client.drop_database("bench_modes")
     return rows
@@ -63,7 +64,9 @@ def _import(job, folders, mongo, batch_id: str) -> None:
         raise AssertionError(f"the import run failed: {result.run_id}")
 
 
-def _mode_row(root: str, mongo, mode: str, smoke: bool) -> Row:
+def _mode_row(root: str, mongo, mode: str, smoke: bool, over_existing: bool = False) -> Row:
+    """``over_existing``: every key is already in the collection with other values (a daily
+    snapshot over yesterday's), so every record is an update."""
     from pymongo import ReplaceOne, UpdateOne
 
     from core4_pipelines.ingest.job import import_job
@@ -73,17 +76,23 @@ def _mode_row(root: str, mongo, mode: str, smoke: bool) -> Row:
     header, *lines = csv_records(total).decode().splitlines(keepends=True)  # ids 0 .. total-1
     files = [(f"{mode}-{i:03d}.csv", (header + "".join(lines[start:start + RECORDS_PER_FILE])).encode())
              for i, start in enumerate(range(0, total, RECORDS_PER_FILE))]
-    folders = folder_resource(os.path.join(root, mode))
+    case = f"{mode}_existing" if over_existing else mode
+    folders = folder_resource(os.path.join(root, case))
     database = mongo.db()
     parsed = [record for path in write_files(os.path.join(root, "src", mode), [n for n, _ in files],
                                              lambda i: files[i][1]) for record in read_csv(path)]
     state: dict = {"round": 0}
 
+    def existing(collection) -> None:
+        if over_existing:  # yesterday's documents: the same keys, other values (not timed)
+            collection.insert_many([{"id": record["id"], "name": "yesterday"} for record in parsed], ordered=False)
+
     # A fresh collection each round, none dropped: on this server a dropped collection slows
     # the writes after it, which would favour whichever side runs first.
     def prepare_ours():
         state["round"] += 1
-        state["ours"] = f"ours_{mode}_{state['round']}"
+        state["ours"] = f"ours_{case}_{state['round']}"
+        existing(database[state["ours"]])
         state["job"] = import_job(f"bench_{mode}", read=read_csv, collection=state["ours"], mode=mode, keys=["id"])
         write_files(folders.proc_folder(), [n for n, _ in files], lambda i: files[i][1])
         state["batch"] = _claim_all(folders)
@@ -93,8 +102,9 @@ def _mode_row(root: str, mongo, mode: str, smoke: bool) -> Row:
 
     def prepare_baseline():
         state["round"] += 1
-        state["baseline"] = f"baseline_{mode}_{state['round']}"
+        state["baseline"] = f"baseline_{case}_{state['round']}"
         database[state["baseline"]].create_index([("id", 1)], unique=True)
+        existing(database[state["baseline"]])
         state["copies"] = [dict(record) for record in parsed]
 
     def baseline():
@@ -111,9 +121,10 @@ def _mode_row(root: str, mongo, mode: str, smoke: bool) -> Row:
     ours_s, baseline_s = interleaved(ours, baseline, 1 if smoke else 3,
                                      prepare_ours=prepare_ours, prepare_baseline=prepare_baseline)
     written = database[state["ours"]].count_documents({})
-    if written != total:
-        raise AssertionError(f"{mode}: the import wrote {written} of {total} documents")
-    return Row(f"{mode} of {total:,} new records on one key", ours_s, baseline_s, at_least(0.8, "docs/s"),
+    if written != total or (over_existing and database[state["ours"]].count_documents({"name": "yesterday"})):
+        raise AssertionError(f"{case}: the import left {written} documents of {total}, or yesterday's values")
+    what = "records over yesterday's (every one an update)" if over_existing else "new records"
+    return Row(f"{mode} of {total:,} {what} on one key", ours_s, baseline_s, at_least(0.8, "docs/s"),
                ratio_kind="throughput",
                context={"records": total, "ours_docs_per_s": total / statistics.median(ours_s),
                         "baseline_docs_per_s": total / statistics.median(baseline_s)})

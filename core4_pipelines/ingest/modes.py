@@ -106,6 +106,11 @@ class Counts:
     # an insert, not an upsert (2-3x more on the database). Off for the rest of a file once a
     # chunk was mostly existing keys (a daily snapshot again): those go straight to the upsert.
     insert_first: bool = True
+    probed: bool = False  # the file's first PROBE_RECORDS tried alone: a snapshot wastes no more
+
+
+# A file's first records inserted alone, to learn cheaply whether its keys are new.
+PROBE_RECORDS = 100
 
 
 def write_file_keyed(
@@ -214,8 +219,14 @@ def _write(target, where, mongo, mode, keys, chunk, counts: Counts) -> None:
         latest[tuple(repr(document[key]) for key in keys)] = document
     counts.unchanged += len(chunk) - len(latest)  # replaced by a later record of the file
     documents = list(latest.values())
-    if counts.insert_first:
+    existing: list[dict] = []
+    if counts.insert_first and not counts.probed:
+        counts.probed = True
+        existing = _insert_new(target, where, mongo, mode, documents[:PROBE_RECORDS], counts)
+        documents = documents[PROBE_RECORDS:]
+    if counts.insert_first and documents:
         documents = _insert_new(target, where, mongo, mode, documents, counts)
+    documents = existing + documents  # distinct keys (deduplicated above): their order is free
     if documents:
         _upsert(target, where, mongo, mode, keys, documents, counts)
 
