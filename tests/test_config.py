@@ -290,7 +290,7 @@ def test_top_level_key_accepted_only_for_projects_in_home(home, local):
     assert load_config().project is None  # 'other' is a project folder in home: accepted
     path = local(f"folder:\n  home: {home}\nghost:\n  batch: 5\n")
     message = error_of()
-    assert message.startswith(f"unknown key 'ghost' in {path}: expected one of DEFAULT, dagster, embedded, "
+    assert message.startswith(f"unknown key 'ghost' in {path}: expected one of DEFAULT, alerts, dagster, embedded, "
                               "folder, job, logging, or a project folder in folder.home")
     assert str(home) in message
 

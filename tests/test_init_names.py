@@ -18,7 +18,7 @@ from core4_pipelines.coco.scaffold import MAX_NAME, init_project
            "would hide it: choose another name"),
     ("yaml", "project name 'yaml' is also an installed module ("),
     ("class", "project name 'class' is a Python keyword; 'import class' could never load it"),
-    ("job", "project name 'job' is a section of the configuration (DEFAULT, embedded, folder, job, logging, dagster)"),
+    ("job", "project name 'job' is a section of the configuration (DEFAULT, embedded, folder, job, logging, dagster, alerts)"),
     ("Sales", "project name 'Sales': use lower-case letters, digits and _"),
 ])
 def test_coco_init_refuses_a_name_that_cannot_be_a_project(tmp_path, name, expected):

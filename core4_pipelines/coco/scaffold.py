@@ -198,6 +198,15 @@ description = ""
         f"{name}/{name}.yaml": f"""# {name}'s configuration; nested under `{name}` in the cascade.
 DEFAULT:
   mongo_database: {name}
+
+# Who hears when files of {name} go to error, a batch fails for good, a run turns zombie or
+# data stops coming (docs/alerts.md); the URLs are read from these environment variables.
+# `coco alerts test {name}` sends a test message to each channel.
+# alerts:
+#   - events: [file_rejected, batch_failed, zombie, freshness]
+#     email: {{to: [ops@example.org], smtp: SMTP_URL}}      # SMTP_URL=smtp://user:password@host:587?starttls=1
+#   - events: [batch_failed]
+#     webhook: {{url: ALERT_WEBHOOK_URL, format: slack}}    # slack | teams | json
 """,
         f"{name}/definitions.py": f'''"""{name}'s Dagster definitions: the components in {name}/defs/ (YAML), and any Python
 jobs given here (jobs=[...], sensors=[...], schedules=[...]), with the project's resources bound."""

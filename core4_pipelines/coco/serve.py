@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 import pymongo
 from pymongo.errors import PyMongoError
 
+from core4_pipelines.alerts.supervision import SupervisionAlerts
 from core4_pipelines.coco.instance import instance_environment, write_instance
 from core4_pipelines.coco.probe import collect_job_limits
 from core4_pipelines.coco.serve_output import OUTPUT_CLOSE_SECONDS, DagsterOutputFilter, OutputForwarder
@@ -154,12 +155,15 @@ def _serve_with(settings: Settings, server: EmbeddedMongo | None, host: str, por
         output.start(dagster)
     # Where this instance serves, so the other verbs find it without --url.
     write_state(dagster_home, ServeState(webserver_url(host, port), os.getpid(), mask_url(mongo_url)))
+    # Every line the supervisor says is an event the supervision alerts rules hear of too.
+    told = SupervisionAlerts(settings, say, webserver_url(host, port))
     try:
-        return Supervisor(dagster, server, say).run()
+        return Supervisor(dagster, server, told).run()
     finally:
         try:
             if output is not None:
                 output.close(OUTPUT_CLOSE_SECONDS)  # what dagster dev said last, briefly
+            told.flush()
         finally:
             remove_state(dagster_home, os.getpid())
 

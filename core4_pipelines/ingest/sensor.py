@@ -57,7 +57,7 @@ def _instance_or_none(context: dg.SensorEvaluationContext) -> dg.DagsterInstance
         return None
 
 
-def _retry_settings(context: dg.SensorEvaluationContext, job: dg.JobDefinition) -> tuple[int, float]:
+def batch_retry_settings(context: dg.SensorEvaluationContext, job: dg.JobDefinition) -> tuple[int, float]:
     """(runs per batch, seconds between them) from the job's core4 attempts and error_time."""
     try:
         repository = context.repository_def
@@ -97,7 +97,7 @@ def _recover(
         for record in records:  # newest first
             records_by_batch[record.dagster_run.tags[BATCH_TAG]].append(record)
     local = instance is not None and pending and is_local_launcher(instance)
-    attempts, error_time = _retry_settings(context, job) if pending else (0, 0.0)
+    attempts, error_time = batch_retry_settings(context, job) if pending else (0, 0.0)
     for batch in pending:
         records = records_by_batch.get(batch.batch_id, [])
         if not records:

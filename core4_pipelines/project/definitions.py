@@ -9,6 +9,7 @@ from typing import Any, Iterable, Mapping
 
 import dagster as dg
 
+from core4_pipelines.alerts.sensor import alerts_sensor, ui_address, watched_imports
 from core4_pipelines.project.components import definitions_parts, defs_folder_definitions
 from core4_pipelines.project.assets import project_assets
 from core4_pipelines.project.jobs import resolve_project_jobs
@@ -49,9 +50,14 @@ def project_definitions(
     # core4 job properties (job_properties(), jobs.<job> in the configuration, job.* defaults)
     # applied to every job; declared schedules and the chain sensor added.
     resolved = resolve_project_jobs(project, settings, graph.jobs, graph.sensors, graph.schedules)
+    alerting = []
+    if settings.alerts:  # the local file's rules and the project's own (the configuration's alerts:)
+        built = [job for job in resolved.jobs if isinstance(job, dg.JobDefinition)]
+        alerting.append(alerts_sensor(project, settings.alerts, watched_imports(project, built),
+                                      [job.name for job in built], ui_address(settings.dagster.host, settings.dagster.port)))
     return dg.Definitions(
         jobs=resolved.jobs,
-        sensors=resolved.sensors,
+        sensors=[*resolved.sensors, *alerting],
         schedules=resolved.schedules,
         assets=[*graph.assets, *assets],
         resources=bound,

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
+from core4_resources.config.alerts import AlertRule, parse_alert_rules
+from core4_resources.config.masking import URL_PASSWORD_IN_TEXT, mask_url
 from core4_resources.config.sources import (
-    DEFAULT, JOBS, PACKAGED_PATH, Cascade, Source, default_source, env_layers, file_source,
+    ALERTS, DEFAULT, JOBS, PACKAGED_PATH, Cascade, Source, default_source, env_layers, file_source,
     local_config_path, packaged_source, read_yaml_file,
 )
 from core4_resources.errors import ConfigError
@@ -28,25 +29,6 @@ from core4_resources.config.job_properties import expected as expected_text
 
 __all__ = ["load_config", "mask_url", "Settings", "FolderSettings", "JobSection",
            "LoggingSettings", "DagsterSettings", "EmbeddedSettings", "ProjectSettings", "DefaultSettings"]
-
-# userinfo up to the last "@" of the authority; the fallback covers an unencoded "/" in a password
-_URL_CREDENTIALS = (
-    re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:@/?#]*):[^/?#]*@"),
-    re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:@/?#]*):.*@"),
-)
-_URL_PASSWORD_IN_TEXT = re.compile(r"(://[^:@/\s'\"]*):[^@\s'\"]*@")
-
-
-def mask_url(url: str | None) -> str | None:
-    """The URL with its password replaced by ***; other strings are returned unchanged."""
-    if not url:
-        return url
-    for pattern in _URL_CREDENTIALS:
-        match = pattern.match(url)
-        if match:
-            return f"{match['head']}:***@{url[match.end():]}"
-    return url
-
 
 class _Frozen(BaseModel):
     model_config = STRICT
@@ -192,6 +174,8 @@ class Settings(_Frozen):
     dagster: DagsterSettings
     embedded: EmbeddedSettings = EmbeddedSettings()
     project: ProjectSettings | None = None
+    # The local file's rules (for every project), then the loaded project's own.
+    alerts: tuple[AlertRule, ...] = ()
     sources: Mapping[str, str] = Field(default_factory=dict)
 
     def flat(self, masked: bool = True) -> dict[str, Any]:
@@ -209,6 +193,9 @@ class Settings(_Frozen):
             out[f"{name}.mongo_database"] = self.project.mongo_database
             _flatten(out, f"{name}.{JOBS}", self.project.jobs)
             _flatten(out, name, self.project.options)
+        for rule in self.alerts:  # keyed as written: alerts[0], demo.alerts[1]
+            channels = {name: getattr(rule, name).model_dump(by_alias=True, exclude_none=True) for name in rule.channels()}
+            out[rule.where.split(" ", 1)[0]] = {"events": list(rule.events), **channels}
         if masked:
             out = {k: mask_url(v) if isinstance(v, str) else v for k, v in out.items()}
         return out
@@ -224,7 +211,7 @@ def _flatten(out: dict, prefix: str, mapping: Mapping) -> None:
 
 def _got(value: Any) -> str:
     # In a list or mapping, too, every URL's password is masked.
-    return repr(mask_url(value)) if isinstance(value, str) else _URL_PASSWORD_IN_TEXT.sub(r"\1:***@", repr(value))
+    return repr(mask_url(value)) if isinstance(value, str) else URL_PASSWORD_IN_TEXT.sub(r"\1:***@", repr(value))
 
 
 class _Validator:
@@ -348,8 +335,14 @@ def _build(cascade: Cascade, project: str | None, errors: list[str]) -> Settings
                                               if k not in default_keys}, "logging")
     logging_own = validate(DefaultSettings, own(logging_raw), "logging")
     section, project_default, project_own = {}, None, None
+
+    def where(key: str) -> str:
+        return sources[key].where if key in sources else ""
+
+    alerts = parse_alert_rules(tree.get(ALERTS), ALERTS, where(ALERTS), errors)
     if project is not None:
         section = tree.get(project, {})
+        alerts += parse_alert_rules(section.get(ALERTS), f"{project}.{ALERTS}", where(f"{project}.{ALERTS}"), errors)
         project_default = validate(DefaultSettings, section.get(DEFAULT, {}), f"{project}.{DEFAULT}")
         project_own = validate(DefaultSettings, own(section), project)
     if errors:
@@ -375,10 +368,10 @@ def _build(cascade: Cascade, project: str | None, errors: list[str]) -> Settings
                                      (project_default, f"{project}.{DEFAULT}"), (defaults, DEFAULT)])
         project_settings = ProjectSettings(
             name=project, **resolved, jobs=section.get(JOBS, {}),
-            options={k: v for k, v in section.items() if k not in (DEFAULT, JOBS, *default_keys)})
+            options={k: v for k, v in section.items() if k not in (DEFAULT, JOBS, ALERTS, *default_keys)})
     settings = Settings(folder=folder, mongo_url=defaults.mongo_url,
                         mongo_database=defaults.mongo_database, job=job,
                         logging=logging_settings, dagster=dagster, embedded=embedded,
-                        project=project_settings)
-    labels = {key: sources[key].label for key in settings.flat(masked=False)}
+                        project=project_settings, alerts=alerts)
+    labels = {key: sources[key.split("[", 1)[0]].label for key in settings.flat(masked=False)}
     return settings.model_copy(update={"sources": labels})

@@ -233,6 +233,9 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
+ALERTS = "alerts"  # the section that is a list (of alert rules), not a mapping of keys
+
+
 class Cascade:
     """Merges layers in order (later wins) into one tree, keeping each leaf's source.
 
@@ -258,7 +261,9 @@ class Cascade:
 
     def add(self, data: Mapping, source: Source) -> None:
         for key, value in data.items():
-            if key in self.schema:
+            if key == ALERTS:  # a list of rules: a later file's list replaces an earlier one's
+                _set(self.tree, self.sources, (key,), value, source)
+            elif key in self.schema:
                 self._section(key, value, source)
             elif key == self.project:
                 self._project(self.tree, self.sources, key, value, source)
