@@ -36,6 +36,7 @@ SOURCE_TAG = "core4/source"               # the current source (basename)
 SOURCES_TAG = "core4/sources"             # JSON list of every source the run touched
 SOURCE_COUNT_TAG = "core4/source_count"
 RECOVERED_TAG = "core4/recovered"         # "worker_gone": failed by recovery, not by its own code
+FAILURE_KIND_TAG = "core4/failure"        # infrastructure (database, disk: uses no attempt) or error
 
 # -- Dagster's own ---------------------------------------------------------------------------
 PRIORITY_TAG = "dagster/priority"

@@ -18,8 +18,12 @@ class SourceMissingError(FolderError, FileNotFoundError):
 
 
 class MongoError(Core4Error):
-    """MongoDB is unreachable or refused an operation."""
+    """MongoDB is unreachable or refused an operation; ``outage`` is True for the first."""
+
+    outage: bool = False
 
 
 class EmbeddedMongoError(MongoError):
     """The embedded MongoDB server could not be started or stopped."""
+
+    outage = True

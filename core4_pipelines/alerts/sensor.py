@@ -192,7 +192,7 @@ def _rejected_files(instance, project: str, imports: Sequence[WatchedImport], st
 
 
 def _failed_batches(context, project, imports, qualified_imports, state, now, ui_url) -> list[Alert]:
-    from core4_pipelines.ingest.sensor import batch_retry_settings
+    from core4_pipelines.ingest.sensor import batch_retry_settings, counted_runs
 
     if not qualified_imports:
         return []
@@ -220,8 +220,8 @@ def _failed_batches(context, project, imports, qualified_imports, state, now, ui
         finished = sum(1 for r in runs if r.dagster_run.is_finished)
         canceled_by_hand = run.status == dg.DagsterRunStatus.CANCELED and not (
             run.tags.get(RECOVERED_TAG) or run.tags.get(STATE_TAG) == "zombie")
-        if finished < attempts and not canceled_by_hand:
-            continue  # the claim sensor runs the batch again
+        if counted_runs(runs) < attempts and not canceled_by_hand:
+            continue  # the claim sensor runs the batch again (an outage's runs use no attempt)
         _remember(state, run.run_id)
         why = (f"canceled: the batch waits for a human (coco restart {project}.{run.job_name} or coco retry)"
                if canceled_by_hand else
@@ -237,14 +237,17 @@ def _failed_batches(context, project, imports, qualified_imports, state, now, ui
 
 def _failure_lines(instance, run_id: str) -> tuple[str, ...]:
     """The run's failure, in a line or two: what its failure event said."""
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE, limit=1).records
+    # The step's error first: the run's failure only says which step failed.
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records
     if not records:
-        records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records
+        records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE, limit=1).records
     for record in records:
         entry = record.event_log_entry
         event = entry.dagster_event
         data = getattr(event, "event_specific_data", None)
         error = getattr(data, "error", None)
+        while getattr(error, "cause", None) is not None and str(getattr(error, "cls_name", "")).startswith("Dagster"):
+            error = error.cause  # Dagster's wrapper of the op's own error
         text = getattr(error, "message", None) or getattr(event, "message", None) or entry.user_message
         if text:
             return (f"error: {text.strip()[:1000]}",)

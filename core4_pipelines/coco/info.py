@@ -56,6 +56,7 @@ class ProjectInfo:
     proc: int = 0
     batches: int = 0
     batches_failed: int = 0
+    batches_outage: int = 0  # of those, failed by an outage (run again by themselves)
     errors: int = 0
     runs: Counter = field(default_factory=Counter)
     instigators: str = ""
@@ -114,13 +115,18 @@ def count_runs(runs: list[Mapping]) -> dict[str, Counter]:
     return counts
 
 
-def batches_on_failed_run(api: DagsterAPI, batch_ids: list[str]) -> int:
-    """How many of the batches' newest runs failed (they wait for a retry or an operator)."""
-    failed = 0
+def batches_on_failed_run(api: DagsterAPI, batch_ids: list[str]) -> tuple[int, int]:
+    """How many of the batches' newest runs failed (they wait for a retry or an operator), and how
+    many of those the machine failed (the database, the disk, a dead worker: they use no attempt)."""
+    from core4_pipelines.supervise.failures import is_infrastructure_failure
+
+    failed = outages = 0
     for batch_id in batch_ids[:MAX_BATCHES_CHECKED]:
         runs = api.runs(tags={BATCH_TAG: batch_id}, limit=1)
-        failed += bool(runs) and runs[0]["status"] in ("FAILURE", "CANCELED")
-    return failed
+        if runs and runs[0]["status"] in ("FAILURE", "CANCELED"):
+            failed += 1
+            outages += is_infrastructure_failure({t["key"]: t["value"] for t in runs[0].get("tags") or ()})
+    return failed, outages
 
 
 def heartbeat_line(api: DagsterAPI, now: float) -> str:
@@ -165,13 +171,15 @@ def info_lines(settings, api: DagsterAPI | None, state, projects: list[str],
         counts = count_runs(result.get("results", []))
         for info in infos:
             info.runs = counts.get(info.name, Counter())
-            info.batches_failed = batches_on_failed_run(api, info.batch_ids)
+            info.batches_failed, info.batches_outage = batches_on_failed_run(api, info.batch_ids)
             info.instigators = (f"not loaded: {broken[info.name]}" if info.name in broken
                                 else _instigator_text(found.get(info.name, [])))
     for info in infos:
         lines.append(f"project    {info.name}" + (f"  ({info.instigators})" if info.instigators else ""))
         lines.append(f"  proc     {info.proc} files waiting")
-        failed = f" ({info.batches_failed} wait on a failed run)" if reachable else ""
+        outage = (f", {info.batches_outage} of them after an outage (database, disk, worker): run again by themselves"
+                  if info.batches_outage else "")
+        failed = f" ({info.batches_failed} wait on a failed run{outage})" if reachable else ""
         lines.append(f"  batches  {info.batches} claimed{failed}")
         lines.append(f"  error    {info.errors} files")
         if reachable:

@@ -19,6 +19,7 @@ does not answer.
 import re
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Pattern
 
 import dagster as dg
@@ -28,6 +29,7 @@ from core4_pipelines.supervise.sweep import sweep_on_sensor_start
 from core4_pipelines.ingest.assets import md_code, md_text
 from core4_pipelines.ingest.job import import_run_config, inbox_of, pattern_of
 from core4_pipelines.properties import declared_properties, resolved_properties
+from core4_pipelines.supervise.failures import is_infrastructure_failure
 from core4_pipelines.supervise.recovery import UNFINISHED, fail_orphaned_run, is_local_launcher, worker_gone
 from core4_pipelines.tags import ATTEMPT_TAG, BATCH_TAG, RECOVERED_TAG, STATE_TAG
 from core4_pipelines.ingest.ready import tracker_for
@@ -40,6 +42,10 @@ DEFAULT_MAX_BATCHES_PER_TICK = 10
 # A backlog grows batches up to GROWTH times batch_size files and this many bytes.
 GROWTH = 10
 DEFAULT_MAX_BATCH_BYTES = 256 * 2**20
+# A batch whose runs the database or the disk failed runs again after this many seconds, doubling
+# per such failure in a row up to OUTAGE_MAX_WAIT, for as long as the outage lasts.
+OUTAGE_FIRST_WAIT = 5.0
+OUTAGE_MAX_WAIT = 300.0
 # A batch gets at least this many runs before it waits for a human, whatever `attempts`
 # says: a job's attempts (default 1) are about its code; a batch's faults are the machine's.
 MIN_BATCH_RUNS = 3
@@ -125,23 +131,49 @@ def _recover(
             out.canceled.append(f"{batch.batch_id} (run {run.run_id})")
             continue
         runs_done = sum(1 for r in records if r.dagster_run.is_finished) or 1
-        if runs_done >= attempts:
+        counted = counted_runs(records)
+        if counted >= attempts:
             out.stranded.append(
                 f"{batch.batch_id} ({len(batch.files)} files, {runs_done} runs, last {run.run_id})"
             )
             continue
         ended = latest.end_time or latest.update_timestamp.timestamp()
-        # A run failed by recovery ended long ago in truth: its worker is gone, so no wait.
-        wait = 0.0 if run.tags.get(RECOVERED_TAG) else error_time - (now - ended)
+        outage = outage_streak(records)
+        if run.tags.get(RECOVERED_TAG) or stopped_as_zombie:
+            wait = 0.0  # failed by recovery or stopped as a zombie: it ended long ago in truth
+        elif outage:  # the database or the disk: again soon, and for as long as it lasts
+            wait = min(OUTAGE_FIRST_WAIT * 2 ** (outage - 1), OUTAGE_MAX_WAIT) - (now - ended)
+        else:
+            wait = error_time - (now - ended)
+        what = (f"run {runs_done + 1} (after {outage} infrastructure failure(s), which use no attempt)" if outage
+                else f"run {runs_done + 1} ({counted + 1} of {attempts} attempts)")
         if wait > 0:
-            out.waiting.append(f"{batch.batch_id} (run {runs_done + 1} of {attempts} in {wait:.0f}s)")
+            out.waiting.append(f"{batch.batch_id} ({what} in {wait:.0f}s)")
             continue
         context.log.warning(
             f"batch {batch.batch_id} still holds {len(batch.files)} files after run {run.run_id} "
-            f"ended {run.status.value}: requesting run {runs_done + 1} of {attempts}"
+            f"ended {run.status.value}: requesting {what}"
         )
         out.requests.append(_request(job, batch.batch_id, len(batch.files), base, attempt=runs_done + 1))
     return out
+
+
+def counted_runs(records: Sequence[dg.RunRecord]) -> int:
+    """The finished runs of a batch that count against its attempts: not those the machine failed
+    (the database, the disk, a dead worker: core4_pipelines.supervise.failures)."""
+    return sum(1 for r in records if r.dagster_run.is_finished and not is_infrastructure_failure(r.dagster_run.tags))
+
+
+def outage_streak(records: Sequence[dg.RunRecord]) -> int:
+    """How many of the batch's latest finished runs (newest first) in a row the machine failed."""
+    streak = 0
+    for record in records:
+        if not record.dagster_run.is_finished:
+            continue
+        if not is_infrastructure_failure(record.dagster_run.tags):
+            break
+        streak += 1
+    return streak
 
 
 def proc_folder_sensor(

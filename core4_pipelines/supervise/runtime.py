@@ -35,6 +35,7 @@ from core4_pipelines.job_context import (  # noqa: F401 - public here too, as co
 )
 from core4_pipelines.tags import (  # noqa: F401 - the tags a run reports, importable here as before
     DEFER_AT_TAG,
+    FAILURE_KIND_TAG,
     DEFER_COUNT_TAG,
     DEFER_ROOT_TAG,
     DEFER_SINCE_TAG,
@@ -89,10 +90,26 @@ def _core4_failures():
     except dg.RetryRequested:
         raise
     except Exception as exc:
+        _tag_failure_kind(exc)
         retry = _after_failure(exc)
         if retry is None:
             raise
         raise retry from exc
+
+
+def _tag_failure_kind(exc: Exception) -> None:
+    """The run says whether the machine failed it (database, disk) or its content or code."""
+    from core4_pipelines.supervise.failures import failure_kind
+
+    if isinstance(exc, dg.Failure) and not exc.allow_retries:
+        kind = "error"  # the op itself said: nothing to retry
+    else:
+        kind = failure_kind(exc)
+    try:
+        context = current_context()
+        context.instance.add_run_tags(context.run.run_id, {FAILURE_KIND_TAG: kind})
+    except Exception:  # noqa: BLE001 -- the op's own failure is what the run must report
+        pass
 
 
 def core4_compute(fn: Callable) -> Callable:

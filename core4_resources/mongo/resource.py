@@ -318,6 +318,7 @@ class MongoResource(dagster.ConfigurableResource):
         if self.masked_url not in what:  # every database error names its server
             what = f"{what} at {self.masked_url}"
         error = MongoError(f"{what}: {type(exc).__name__}: {reason}")
+        error.outage = _is_outage(exc)
         if reason != str(exc):  # the original text held the password: do not chain it
             raise error from None
         raise error from exc
@@ -372,3 +373,16 @@ def _scrub(text: str, url: str | None) -> str:
         if variant:
             text = text.replace(variant, "***")
     return text
+
+
+# The server's own codes for "out of disk" (OutOfDiskSpace) and a host it cannot reach.
+_OUTAGE_CODES = frozenset({14031, 6, 7, 89, 91, 189, 9001, 10107, 11600, 11602, 13435, 13436})
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database out of reach (or out of disk), not an operation it refused:
+    MongoError.outage, which a run's failure kind is read from (core4_pipelines.supervise.failures)."""
+    if isinstance(exc, pymongo.errors.ConnectionFailure):
+        return True
+    code = getattr(exc, "code", None)
+    return code in _OUTAGE_CODES or "No space left on device" in str(exc)

@@ -10,6 +10,9 @@ import sys
 import time
 
 import dagster as dg
+
+from core4_pipelines.ingest import sensor as sensor_module
+from core4_pipelines.tags import FAILURE_KIND_TAG
 import pytest
 from support import (
     archived,
@@ -132,12 +135,14 @@ def test_a_full_archive_disk_keeps_the_file_claimed_and_the_sensor_finishes_it(f
                 for s in sources]
 
     monkeypatch.setattr(FolderResource, "move_archive_many", archive_on_a_full_disk)
+    monkeypatch.setattr(sensor_module, "OUTAGE_FIRST_WAIT", 0.0)  # the disk's fault: again soon, no attempt used
     sensor = proc_folder_sensor(JOB, min_age_seconds=0)
     with dg.instance_for_test() as instance:
         (request,) = tick(sensor, folders, mongo, instance).run_requests
         first = run_import(folders, mongo, request.run_key, instance=instance)
         assert not first.success
         assert "y.csv: OSError" in failure_text(first) and "stay in batch" in failure_text(first)
+        assert instance.get_run_by_id(first.run_id).tags[FAILURE_KIND_TAG] == "infrastructure"
         (batch,) = pending_batches(folders.proc_folder())
         assert batch_files(batch.path) == ["y.csv"]
         full.clear()  # space again
