@@ -99,6 +99,10 @@ def test_info_counts_proc_batches_and_errors_without_a_webserver(tmp_path, monke
     text = "\n".join(lines)
     assert "proc     2 files waiting" in text and "batches  1 claimed" in text and "error    1 files" in text
     assert "embedded (started by coco serve; not running)" in text
+    assert "disk       enough free under root, archive and error (folder.min_free 1%)" in text
+    monkeypatch.setenv("CORE4_OPTION_folder__min_free", "100%")
+    text = "\n".join(info.info_lines(load_config(), None, None, ["sales"]))
+    assert f"disk       claims paused: {tmp_path} has " in text and "below folder.min_free 100%" in text
 
 
 def test_max_concurrent_runs_is_configured_and_checked(tmp_path, monkeypatch):

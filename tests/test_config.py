@@ -201,7 +201,7 @@ def test_int_accepted_for_float_but_not_string_or_bool(local):
 def test_unknown_key_names_file_and_key_path(local):
     path = local("folder:\n  roott: /data\n")
     assert error_of() == (f"unknown key 'folder.roott' in {path}: "
-                          "expected one of archive, error, home, proc, root, temp, transfer")
+                          "expected one of archive, error, home, min_free, proc, root, temp, transfer")
 
 
 def test_unknown_key_from_env(monkeypatch):

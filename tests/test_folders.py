@@ -475,13 +475,14 @@ def test_from_settings(tmp_path):
             archive=root + "/a",
             temp=root + "/tmp",
             error=root + "/e",
+            min_free="2 GB",
         ),
         job=SimpleNamespace(archive_stamp="{_id}", compress_level=3),
         project=SimpleNamespace(name="demo"),
     )
     resource = FolderResource.from_settings(settings)
-    assert (resource.project, resource.proc, resource.archive_stamp, resource.compress_level) == (
-        "demo", root + "/p", "{_id}", 3,
+    assert (resource.project, resource.proc, resource.archive_stamp, resource.compress_level, resource.min_free) == (
+        "demo", root + "/p", "{_id}", 3, "2 GB",
     )
     assert FolderResource.from_settings(settings, project="other").proc_folder() == root + "/p/other"
     with pytest.raises(ConfigError, match="pass project="):

@@ -129,6 +129,16 @@ def batches_on_failed_run(api: DagsterAPI, batch_ids: list[str]) -> tuple[int, i
     return failed, outages
 
 
+def disk_line(settings) -> str:
+    """Free space against folder.min_free: whether claims pause for it."""
+    from core4_resources.files.space import below_floor, parse_min_free
+
+    folder = settings.folder
+    low = below_floor([folder.root, folder.proc, folder.archive, folder.error, os.path.join(folder.root, "mongo")],
+                      parse_min_free(folder.min_free))
+    return f"claims paused: {low}" if low else f"enough free under root, archive and error (folder.min_free {folder.min_free})"
+
+
 def heartbeat_line(api: DagsterAPI, now: float) -> str:
     statuses = api.query(DAEMON_HEALTH)["instance"]["daemonHealth"]["allDaemonStatuses"]
     required = [s for s in statuses if s["required"]]
@@ -163,6 +173,7 @@ def info_lines(settings, api: DagsterAPI | None, state, projects: list[str],
             reachable = False
             lines.append(f"daemon     unknown: {exc}")
     lines.append(f"mongodb    {mongo}")
+    lines.append(f"disk       {disk_line(settings)}")
     if reachable:
         from core4_pipelines.coco.control import instigators
 

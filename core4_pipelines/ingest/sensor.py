@@ -251,6 +251,10 @@ def proc_folder_sensor(
         except MongoError as exc:
             # Claimed files would only wait in batches whose runs fail: leave them in proc.
             return dg.SkipReason(f"not claiming from {proc}: {exc}")
+        low = folders.low_space()
+        if low is not None:  # back pressure: a full disk would fail the runs, the archive and the database
+            context.log.warning(f"not claiming from {proc}: {low}")
+            return dg.SkipReason(f"not claiming from {proc}: {low}")
         # Leftovers of crashed moves (hidden .part files, empty batch folders) are swept on
         # the first tick in this process and then hourly.
         swept = sweep_on_sensor_start(folders, base)

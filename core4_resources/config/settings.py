@@ -19,6 +19,8 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_va
 
 from core4_resources.config.alerts import AlertRule, parse_alert_rules
 from core4_resources.config.masking import URL_PASSWORD_IN_TEXT, mask_url
+from core4_resources.files.space import EXPECTED as SPACE_EXPECTED
+from core4_resources.files.space import parse_min_free
 from core4_resources.config.sources import (
     ALERTS, DEFAULT, JOBS, PACKAGED_PATH, Cascade, Source, default_source, env_layers, file_source,
     local_config_path, packaged_source, read_yaml_file,
@@ -49,6 +51,13 @@ class FolderSettings(_Frozen):
     temp: str = Field(description=_FOLDER)
     error: str = Field(description=_FOLDER)
     home: str | None = Field(description="an absolute path to an existing directory, or ~ (unset)")
+    min_free: str | int = Field("1%", description=SPACE_EXPECTED)
+
+    @field_validator("min_free")
+    @classmethod
+    def _a_floor(cls, value: str | int) -> str | int:
+        parse_min_free(value)
+        return value
 
     @field_validator("root")
     @classmethod

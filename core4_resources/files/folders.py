@@ -131,6 +131,11 @@ class FolderResource(ArchiveMoves, dg.ConfigurableResource):
         default=6,
         description="gzip level (0-9) of archived files: 1 is fastest, 9 smallest, 0 stores uncompressed.",
     )
+    min_free: str = Field(
+        default="1%",
+        description="folder.min_free: claims pause while less is free under root, archive, error or the "
+        "embedded database's folder (5%, 500 MB, 1 GB; 0 = never).",
+    )
 
     _run_id: str | None = PrivateAttr(default=None)
     _run_started: datetime | None = PrivateAttr(default=None)
@@ -167,7 +172,15 @@ class FolderResource(ArchiveMoves, dg.ConfigurableResource):
             error=folder.error,
             archive_stamp=settings.job.archive_stamp,
             compress_level=settings.job.compress_level,
+            min_free=str(folder.min_free),
         )
+
+    def low_space(self) -> str | None:
+        """Why claims should pause (a folder whose filesystem has less free than ``min_free``), or None."""
+        from core4_resources.files.space import below_floor, parse_min_free
+
+        paths = [self.root, self.proc, self.archive, self.error, os.path.join(self.root, "mongo")]
+        return below_floor(paths, parse_min_free(self.min_free))
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Capture the run id and the run's start time (UTC) for the archive stamp."""

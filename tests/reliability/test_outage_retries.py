@@ -108,3 +108,45 @@ def test_a_run_failed_by_the_content_or_code_counts_against_the_attempts(project
         runs += _tick_and_run(defs, instance)
     assert len(runs) == 3 and not any(r.success for r in runs)  # then it waits for a human
     assert {instance.get_run_by_id(r.run_id).tags[FAILURE_KIND_TAG] for r in runs} == {"error"}
+
+
+def test_claims_pause_while_free_space_is_below_min_free_and_resume_by_themselves(project, isolated_config, tmp_path,
+                                                                                  instance, mongo_server):
+    name = project("lowdisk")
+    root = tmp_path / "root"
+
+    def defs_with(floor: str) -> dg.Definitions:
+        isolated_config.write_text(f"folder:\n  root: {root}\n  min_free: '{floor}'\nDEFAULT:\n"
+                                   f"  mongo_url: '{mongo_server.url}'\n  mongo_database: {name}\n")
+        job = import_job("import_things", read=read_csv, collection="things")
+        return project_definitions(name, jobs=[job], sensors=[proc_folder_sensor(job, min_age_seconds=0)])
+
+    full = defs_with("100%")  # never met: as a disk with too little room
+    proc = full.resources["folders"].proc_folder()
+    os.makedirs(proc, exist_ok=True)
+    with open(f"{proc}/a.csv", "wb") as out:
+        out.write(b"a,b\n1,x\n")
+    assert _tick_and_run(full, instance) == []
+    assert f"not claiming from {proc}: " in _last[0] and "below folder.min_free 100%" in _last[0]
+    assert "claims resume by themselves" in _last[0] and os.listdir(proc) == ["a.csv"]  # left in proc, visible
+
+    roomy = defs_with("1 MB")  # space again
+    (run,) = _tick_and_run(roomy, instance)
+    assert run.success and [n for n in os.listdir(proc) if not n.startswith(".")] == []
+    with pymongo.MongoClient(mongo_server.url) as client:
+        assert client[name].things.count_documents({}) == 1
+
+
+def test_min_free_is_a_share_or_a_size_and_anything_else_names_the_key(isolated_config):
+    import pytest
+
+    from core4_resources.config.settings import load_config
+    from core4_resources.errors import ConfigError
+    from core4_resources.files.space import parse_min_free
+
+    assert parse_min_free("5%").required(1000) == 50
+    assert parse_min_free("500 MB").required(10) == 500_000_000
+    assert parse_min_free("1 GiB").required(0) == 2**30 and parse_min_free(0).required(10**12) == 0
+    isolated_config.write_text("folder:\n  min_free: plenty\n")
+    with pytest.raises(ConfigError, match=r"folder.min_free in .*local.yaml: expected a share of the disk such as 5%"):
+        load_config()
