@@ -198,6 +198,7 @@ def import_job(
             if not names:
                 context.log.info(f"batch {config.batch_id}: nothing left to import in {folder}")
             else:
+                sweep_earlier_runs(context, folders, config.batch_id, names, config.base)
                 set_sources([printable_name(n) for n in names])  # lineage: every file of the run
                 if keys:
                     ensure_key_index(mongo, collection, keys, context.log.info)
@@ -309,6 +310,25 @@ def import_job(
         rebuild=rebuild, freshness=freshness,
     ))
     return with_declared(job, properties) if properties else job
+
+
+def sweep_earlier_runs(context, folders: FolderResource, batch_id: str, names: list[str], base: str | None) -> None:
+    """The hidden archive temps that earlier (killed or failed) runs of this batch left behind,
+    removed before this run archives the same files: no litter stays after a crash."""
+    from datetime import datetime, timezone
+
+    records = context.instance.get_run_records(filters=dg.RunsFilter(tags={BATCH_TAG: batch_id}))
+    earlier = [r for r in records if r.dagster_run.run_id != context.run.run_id and r.dagster_run.is_finished]
+    if not earlier:
+        return
+    runs = [(r.dagster_run.run_id, datetime.fromtimestamp(r.start_time or r.create_timestamp.timestamp(),
+                                                          tz=timezone.utc)) for r in earlier]
+    ended = max((r.end_time or r.update_timestamp.timestamp()) for r in earlier)
+    removed = folders.sweep_archive_temps(names, runs, base, before=ended + 1)
+    if removed:
+        context.log.info(f"batch {batch_id}: removed {len(removed)} hidden archive temp(s) that earlier runs left "
+                         f"({', '.join(printable_name(os.path.basename(p)) for p in removed[:5])}"
+                         + (", ..." if len(removed) > 5 else "") + ")")
 
 
 def inbox_of(job: dg.JobDefinition) -> dg.AssetKey | None:

@@ -68,6 +68,36 @@ class ArchiveMoves:
                 f"available keys: {', '.join(sorted(_ID_KEYS | _TIME_KEYS))}"
             ) from exc
 
+    def sweep_archive_temps(self, names: Sequence[str], runs: Sequence[tuple[str, datetime]],
+                            base: str | None = None, before: float | None = None) -> list[str]:
+        """Remove the hidden partial copies (``.<name>.gz.<hex>.part``) that the earlier runs ``runs``
+        ((run id, start)) of a batch left in their archive folders while archiving ``names``: a
+        killed run's litter, removed when its batch runs again. Only copies last changed before
+        ``before`` (epoch seconds: when those runs had ended) go; the removed paths are returned."""
+        from core4_resources.files.names import cut_for_temp, derived_name, partial_copy_target
+
+        targets = {cut_for_temp(derived_name(name, ".gz")) for name in names} | {cut_for_temp(n) for n in names}
+        removed: list[str] = []
+        for run_id, started in runs:
+            try:
+                folder = self._archive_folder_for(base, run_id, started)
+                entries = list(os.scandir(folder))
+            except (FolderError, OSError):
+                continue  # no such folder: that run archived nothing there
+            for entry in entries:
+                if partial_copy_target(entry.name) not in targets:
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                    if not entry.is_file(follow_symlinks=False) or (
+                            before is not None and max(info.st_mtime, info.st_ctime) > before):
+                        continue
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+                removed.append(entry.path)
+        return removed
+
     def _archive_folder_for(self, base, run_id, started) -> str:
         return self._stamped_folder(self.archive_folder(base), self._stamp(run_id, started))
 

@@ -125,6 +125,22 @@ def is_partial_copy(name: str) -> bool:
     return _PARTIAL_COPY.match(os.path.basename(name)) is not None
 
 
+_TEMP_TAG_BYTES = len("0123456789ab.part")
+
+
+def partial_copy_target(name: str) -> str | None:
+    """The (possibly cut) name a :func:`hidden_temp_name` was made for, or None for another name."""
+    name = os.path.basename(name)
+    if not (is_partial_copy(name) and name.endswith(".part")) or name.endswith(".download.part"):
+        return None
+    return name[1:-(_TEMP_TAG_BYTES + 1)]
+
+
+def cut_for_temp(name: str) -> str:
+    """``name`` as :func:`hidden_temp_name` keeps it (cut to fit)."""
+    return _cut(name, NAME_MAX - 2 - _TEMP_TAG_BYTES)
+
+
 def is_move_marker(name: str) -> bool:
     """True for the names of :func:`move_marker_path`."""
     return _MOVE_MARKER.match(os.path.basename(name)) is not None

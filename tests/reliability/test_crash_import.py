@@ -126,8 +126,10 @@ def one_round(tmp_path, mongo, dagster_home, rng: random.Random, round_no: int) 
         assert content_sha256(paths[0]) == originals[name]
         count("files checked")
     assert visible_files(folders.proc_folder()) == []
-    sweep([folders.proc_folder(), folders.archive_folder()], older_than=0, apply=True)
-    assert hidden_files(folders.proc_folder()) == [] and hidden_files(folders.archive_folder()) == []
+    # No litter in the archive without a sweep by hand: the batch's next run removed what a killed one left.
+    assert hidden_files(folders.archive_folder()) == [], where
+    sweep([folders.proc_folder()], older_than=0, apply=True)
+    assert hidden_files(folders.proc_folder()) == []
     return killed
 
 

@@ -25,6 +25,9 @@ from support import (
     sha256_file,
     tick,
     visible_files,
+    claim_all,
+    event_log_text,
+    hidden_files,
 )
 
 from core4_pipelines.ingest.claim import batch_files, pending_batches
@@ -208,3 +211,37 @@ def test_a_reader_yielding_keys_mongodb_cannot_store_sends_the_file_to_error(fol
     assert "record 1: field '$where' starts with '$'" in failure_text(result)
     assert mongo.collection("things").distinct("_src") == ["fine.jsonl"]
     assert os.path.exists(os.path.join(folders.error_folder(), "operators.jsonl"))
+
+
+def test_the_archive_temps_a_crashed_run_left_are_removed_when_its_batch_runs_again(folders, mongo, monkeypatch):
+    from core4_resources.files.names import hidden_temp_name
+
+    originals = {n: sha256_file(put(folders.proc_folder(), n, csv_rows(3, tag=n))) for n in ("x.csv", "y.csv")}
+    real = FolderResource.move_archive_many
+    left: list[str] = []
+
+    def crash_while_archiving(self, sources, *args, **kwargs):
+        # What kill -9 leaves in the middle of gzipping into the archive: a hidden partial copy.
+        folder = self._archive_folder_for(kwargs.get("base"), kwargs.get("run_id"), kwargs.get("started"))
+        os.makedirs(folder, exist_ok=True)
+        for source in sources:
+            path = os.path.join(folder, hidden_temp_name(os.path.basename(source) + ".gz"))
+            with open(path, "wb") as out:
+                out.write(b"\x1f\x8b half a gzip")
+            left.append(path)
+        raise OSError(errno.EIO, "Input/output error (the run died here)")
+
+    with dg.instance_for_test() as instance:
+        (batch,) = claim_all(folders)
+        monkeypatch.setattr(FolderResource, "move_archive_many", crash_while_archiving)
+        first = run_import(folders, mongo, batch, instance=instance)
+        assert not first.success and len(left) == 2 and all(os.path.exists(p) for p in left)
+        monkeypatch.setattr(FolderResource, "move_archive_many", real)
+        again = run_import(folders, mongo, batch, instance=instance)
+        assert again.success
+        assert not any(os.path.exists(p) for p in left)  # removed by the batch's next run, no sweep by hand
+        assert "removed 2 hidden archive temp(s) that earlier runs left" in event_log_text(instance, again.run_id)
+    assert hidden_files(folders.archive_folder()) == []
+    for name, (path,) in archived(folders).items():
+        assert content_sha256(path) == originals[name]
+    assert mongo.collection("things").count_documents({}) == 6
