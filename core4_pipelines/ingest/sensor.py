@@ -42,8 +42,9 @@ DEFAULT_MAX_BATCHES_PER_TICK = 10
 # A backlog grows batches up to GROWTH times batch_size files and this many bytes.
 GROWTH = 10
 DEFAULT_MAX_BATCH_BYTES = 256 * 2**20
-# A batch whose runs the database or the disk failed runs again after this many seconds, doubling
-# per such failure in a row up to OUTAGE_MAX_WAIT, for as long as the outage lasts.
+# A batch whose run the database or the disk failed runs again at once (this tick found the
+# database answering), after more such failures in a row this many seconds later, doubling up to
+# OUTAGE_MAX_WAIT, for as long as the outage lasts.
 OUTAGE_FIRST_WAIT = 5.0
 OUTAGE_MAX_WAIT = 300.0
 # A batch gets at least this many runs before it waits for a human, whatever `attempts`
@@ -141,8 +142,8 @@ def _recover(
         outage = outage_streak(records)
         if run.tags.get(RECOVERED_TAG) or stopped_as_zombie:
             wait = 0.0  # failed by recovery or stopped as a zombie: it ended long ago in truth
-        elif outage:  # the database or the disk: again soon, and for as long as it lasts
-            wait = min(OUTAGE_FIRST_WAIT * 2 ** (outage - 1), OUTAGE_MAX_WAIT) - (now - ended)
+        elif outage:  # the database or the disk: at once (the sensor saw it answer), then backing off
+            wait = (min(OUTAGE_FIRST_WAIT * 2 ** (outage - 2), OUTAGE_MAX_WAIT) if outage > 1 else 0.0) - (now - ended)
         else:
             wait = error_time - (now - ended)
         what = (f"run {runs_done + 1} (after {outage} infrastructure failure(s), which use no attempt)" if outage
