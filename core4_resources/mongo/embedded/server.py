@@ -49,6 +49,8 @@ from core4_resources.files.moves import make_dirs
 log = logging.getLogger(__name__)
 
 SERVER_EXECUTABLE = "secantusd-py"
+OPLOG_MAX_ENTRIES = 1000
+OPLOG_RETENTION_SECONDS = 60
 
 # A port picked by free_port() can be taken by another process before the server
 # binds it; then a new port is tried this many times in total.
@@ -334,6 +336,9 @@ class EmbeddedMongo:
         self._command = [
             executable, "--host", self.host, "--port", str(port),
             "--storage-path", self.storage_path,
+            # Nothing here reads the oplog (no change streams): a short one, not 100,000 entries
+            # for an hour (24 MB of 136 MB on disk for 150k small documents; BENCHMARKS.md).
+            "--oplog-max-entries", str(OPLOG_MAX_ENTRIES), "--oplog-retention-seconds", str(OPLOG_RETENTION_SECONDS),
         ]
         if self.auth:
             self._command.append("--auth")
