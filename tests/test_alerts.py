@@ -335,3 +335,16 @@ def test_the_docs_alerts_yaml_and_the_scaffolds_commented_one_load(isolated_conf
     isolated_config.write_text(section)
     rules = load_config().alerts
     assert [rule.events for rule in rules] == [("file_rejected", "batch_failed", "zombie", "freshness"), ("batch_failed",)]
+
+
+def test_a_projects_own_rules_add_to_the_local_files_and_coco_config_shows_both(isolated_config, project, tmp_path):
+    isolated_config.write_text(RULES)
+    name = project("ruled", "alerts:\n  - events: [freshness]\n    webhook: {url: RULED_HOOK, format: teams}\n")
+    home = tmp_path / "pkgs"
+    settings = load_config(name, project_yaml=home / name / f"{name}.yaml")
+    assert [rule.events for rule in settings.alerts] == [
+        ("file_rejected", "batch_failed", "zombie", "freshness"), ("file_rejected", "batch_failed"), ("freshness",)]
+    flat = settings.flat()
+    assert flat[f"{name}.alerts[0]"] == {"events": ["freshness"], "webhook": {"url": "RULED_HOOK", "format": "teams"}}
+    assert settings.sources[f"{name}.alerts[0]"].endswith(f"{name}.yaml") and "alerts[1]" in flat
+    assert settings.sources["alerts[1]"] == str(isolated_config)
