@@ -85,3 +85,52 @@ def test_an_interrupt_stops_the_process_group_and_returns_0():
         if stand_in.poll() is None:
             stand_in.kill()
     assert said == [] and stand_in.returncode == -signal.SIGTERM
+
+
+def test_a_server_that_fails_every_query_waits_for_room_then_is_restarted(tmp_path):
+    """Health, not liveness: a server answering pings but failing every query (its storage engine
+    gave up on a full disk) is restarted -- once there is room again, not before."""
+    from pymongo.errors import OperationFailure
+
+    from core4_pipelines.coco.serve import _read_probe
+
+    said: list[str] = []
+    stand_in = subprocess.Popen(STAND_IN, start_new_session=True)
+    with EmbeddedMongo(tmp_path / "mongo") as mongo:
+        with pymongo.MongoClient(mongo.url) as client:
+            assert _read_probe(client) is None  # the real probe: an authenticated read that works
+        wedged = {"on": True}
+
+        def query(client):
+            if wedged["on"]:
+                raise OperationFailure("internal server error")
+            return _read_probe(client)
+
+        supervisor = Supervisor(stand_in, mongo, said.append, poll_every=0.05, ping_every=0.05, ping_failures=2,
+                                min_free="100%", query=query)  # "100%": never room, as on a full disk
+        runner = threading.Thread(target=lambda: said.append(f"exit {supervisor.run()}"))
+        runner.start()
+        try:
+            first_pid = mongo.pid
+            _wait(lambda: any("restarting it once there is room" in s for s in said))
+            (waiting,) = said
+            assert "answers pings but failed every query 2 times in a row (last: OperationFailure" in waiting
+            assert f"{mongo.storage_path} has " in waiting and "below folder.min_free 100%" in waiting
+            assert mongo.pid == first_pid and len(said) == 1  # no restart while there is no room, said once
+            supervisor.min_free = 0  # room again
+            _wait(lambda: any("restarted on the same port" in s for s in said))
+            wedged["on"] = False
+            assert mongo.pid != first_pid and "; stopped it; restarted on the same port" in said[1]
+        finally:
+            stand_in.kill()
+            runner.join(30)
+        assert said[-1] == "exit 137" and not any("giving up" in s for s in said)  # the stand-in was killed
+
+
+def _wait(condition, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -158,7 +158,7 @@ def _serve_with(settings: Settings, server: EmbeddedMongo | None, host: str, por
     # Every line the supervisor says is an event the supervision alerts rules hear of too.
     told = SupervisionAlerts(settings, say, webserver_url(host, port))
     try:
-        return Supervisor(dagster, server, told).run()
+        return Supervisor(dagster, server, told, min_free=settings.folder.min_free).run()
     finally:
         try:
             if output is not None:
@@ -223,7 +223,8 @@ class Supervisor:
     def __init__(self, dagster: subprocess.Popen, mongo: EmbeddedMongo | None, say: Callable[[str], None], *,
                  poll_every: float = 1.0, ping_every: float = 5.0, ping_failures: int = 3,
                  max_restarts: int = 5, restart_window: float = 600.0, grace: float = 30.0,
-                 interrupt_grace: float = 4.0) -> None:
+                 interrupt_grace: float = 4.0, min_free: str | int = "1%",
+                 query: Callable[[pymongo.MongoClient], object] | None = None) -> None:
         self.dagster = dagster
         self.mongo = mongo
         self.say = say
@@ -238,6 +239,11 @@ class Supervisor:
         self._failed_pings = 0
         self._next_ping = time.monotonic() + ping_every
         self._client: pymongo.MongoClient | None = None
+        # Health, not liveness: an authenticated read of the storage, after the ping. A server whose
+        # storage engine gave up (a full disk: WT_PANIC) answers pings and fails every query.
+        self.query = query or _read_probe
+        self.min_free = min_free
+        self._waiting_for_room = False
 
     def run(self) -> int:
         try:
@@ -294,8 +300,9 @@ class Supervisor:
         if time.monotonic() < self._next_ping:
             return True
         self._next_ping = time.monotonic() + self.ping_every
+        client = self._ping_client()
         try:
-            self._ping_client().admin.command("ping")
+            client.admin.command("ping")
         except PyMongoError as exc:
             self._failed_pings += 1
             if self._failed_pings < self.ping_failures:
@@ -304,8 +311,31 @@ class Supervisor:
             return self._restart(
                 f"embedded MongoDB (pid {mongo.pid}) answered no ping {self._failed_pings} times in a row "
                 f"(~{self._failed_pings * self.ping_every:g}s; last: {type(exc).__name__}); killed it", grace=2)
+        try:
+            self.query(client)
+        except PyMongoError as exc:
+            self._failed_pings += 1
+            if self._failed_pings < self.ping_failures:
+                return True
+            what = (f"embedded MongoDB (pid {mongo.pid}) answers pings but failed every query {self._failed_pings} "
+                    f"times in a row (last: {type(exc).__name__}: {str(exc)[:200]})")
+            low = self._low_room()
+            if low is not None:  # a restart would fail or wedge again: wait for room, using no restart
+                if not self._waiting_for_room:
+                    self.say(f"{what}; {low}: restarting it once there is room")
+                self._waiting_for_room = True
+                return True
+            self._waiting_for_room = False
+            return self._restart(f"{what}; stopped it", grace=2)
         self._failed_pings = 0
+        self._waiting_for_room = False
         return True
+
+    def _low_room(self) -> str | None:
+        from core4_resources.files.space import below_floor, parse_min_free
+
+        assert self.mongo is not None
+        return below_floor([self.mongo.storage_path], parse_min_free(self.min_free))
 
     def _restart(self, what: str, grace: float) -> bool:
         mongo = self.mongo
@@ -345,6 +375,14 @@ class Supervisor:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+# The read the supervisor's health check makes: authenticated, through the storage engine.
+HEALTH_DATABASE, HEALTH_COLLECTION = "core4_health", "probe"
+
+
+def _read_probe(client: pymongo.MongoClient) -> object:
+    return client[HEALTH_DATABASE][HEALTH_COLLECTION].find_one({"_id": "supervisor"})
 
 
 def _group_alive(group: int) -> bool:
