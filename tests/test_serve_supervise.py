@@ -134,3 +134,23 @@ def _wait(condition, timeout: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_a_dying_dagster_dev_is_started_again_a_bounded_number_of_times():
+    said: list[str] = []
+    started: list[subprocess.Popen] = []
+
+    def start_again() -> subprocess.Popen:
+        started.append(subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"], start_new_session=True))
+        return started[-1]
+
+    first = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"], start_new_session=True)
+    code = Supervisor(first, None, said.append, poll_every=0.05, restart_dagster=start_again,
+                      max_dagster_restarts=2).run()
+    assert code == 3 and len(started) == 2
+    assert said[0].startswith(f"dagster dev (pid {first.pid}) died (exit 3); started it again (pid {started[0].pid}; "
+                              "restart 1 of at most 2 within 10 minutes)")
+    assert "restart 2 of at most 2" in said[1]
+    assert said[2] == (f"dagster dev (pid {started[1].pid}) died (exit 3); it was restarted 2 times within 10 minutes "
+                       "already: giving up")
+    assert said[3].startswith(f"dagster dev (pid {started[1].pid}) died (exit 3); stopping everything and exiting with 3")

@@ -149,16 +149,23 @@ def _serve_with(settings: Settings, server: EmbeddedMongo | None, host: str, por
     output = None if verbose else OutputForwarder(DagsterOutputFilter().keep)
     with contextlib.suppress(ValueError, OSError):  # said lines first, then dagster dev's
         sys.stdout.flush()
-    dagster = subprocess.Popen(command, env=env, start_new_session=True,
-                               **(output.popen_arguments() if output else {}))
+    def start_dagster() -> subprocess.Popen:
+        started = subprocess.Popen(command, env=env, start_new_session=True,
+                                   **(output.popen_arguments() if output else {}))
+        if output is not None:
+            output.attach(started)
+        return started
+
+    dagster = start_dagster()
     if output is not None:
-        output.start(dagster)
+        output.start_writing()
     # Where this instance serves, so the other verbs find it without --url.
     write_state(dagster_home, ServeState(webserver_url(host, port), os.getpid(), mask_url(mongo_url)))
     # Every line the supervisor says is an event the supervision alerts rules hear of too.
     told = SupervisionAlerts(settings, say, webserver_url(host, port))
     try:
-        return Supervisor(dagster, server, told, min_free=settings.folder.min_free).run()
+        return Supervisor(dagster, server, told, min_free=settings.folder.min_free,
+                          restart_dagster=start_dagster).run()
     finally:
         try:
             if output is not None:
@@ -210,8 +217,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 class Supervisor:
     """Watches ``dagster dev`` and the embedded MongoDB, once a second.
 
-    - dagster dev exits: stop, and return non-zero (its code; 128+N when killed by signal N;
-      1 when it exited 0 without being asked to), so a supervisor restarts coco serve.
+    - dagster dev exits: started again (``restart_dagster``), at most ``max_dagster_restarts``
+      times within ``restart_window`` seconds; then (or without ``restart_dagster``) stop, and
+      return non-zero (its code; 128+N when killed by signal N; 1 when it exited 0 without
+      being asked to), so a supervisor restarts coco serve.
     - the embedded MongoDB dies, or answers no ping ``ping_failures`` times in a row
       (one ping every ``ping_every`` seconds): restart it on the same port with the same
       data; more than ``max_restarts`` within ``restart_window`` seconds: stop, return 1.
@@ -224,7 +233,8 @@ class Supervisor:
                  poll_every: float = 1.0, ping_every: float = 5.0, ping_failures: int = 3,
                  max_restarts: int = 5, restart_window: float = 600.0, grace: float = 30.0,
                  interrupt_grace: float = 4.0, min_free: str | int = "1%",
-                 query: Callable[[pymongo.MongoClient], object] | None = None) -> None:
+                 query: Callable[[pymongo.MongoClient], object] | None = None,
+                 restart_dagster: Callable[[], subprocess.Popen] | None = None, max_dagster_restarts: int = 3) -> None:
         self.dagster = dagster
         self.mongo = mongo
         self.say = say
@@ -242,6 +252,10 @@ class Supervisor:
         # Health, not liveness: an authenticated read of the storage, after the ping. A server whose
         # storage engine gave up (a full disk: WT_PANIC) answers pings and fails every query.
         self.query = query or _read_probe
+        # dagster dev started again when it dies, at most max_dagster_restarts times in restart_window.
+        self.restart_dagster = restart_dagster
+        self.max_dagster_restarts = max_dagster_restarts
+        self._dagster_restarts: collections.deque[float] = collections.deque()
         self.min_free = min_free
         self._waiting_for_room = False
 
@@ -250,6 +264,8 @@ class Supervisor:
             while True:
                 code = self.dagster.poll()
                 if code is not None:
+                    if self._dagster_again(code):
+                        continue
                     return self._dagster_died(code)
                 if self.mongo is not None and not self._mongo_ok():
                     return self._stop(1)
@@ -264,6 +280,28 @@ class Supervisor:
                 os.killpg(self.dagster.pid, signal.SIGKILL)
 
     # -- dagster dev -------------------------------------------------------------------
+
+    def _dagster_again(self, code: int) -> bool:
+        """dagster dev started again after it died (True), unless it died too often already."""
+        if self.restart_dagster is None:
+            return False
+        now = time.monotonic()
+        while self._dagster_restarts and now - self._dagster_restarts[0] > self.restart_window:
+            self._dagster_restarts.popleft()
+        how = f"exit {code}" + (f", killed by {signal.Signals(-code).name}" if code < 0 else "")
+        if len(self._dagster_restarts) >= self.max_dagster_restarts:
+            self.say(f"dagster dev (pid {self.dagster.pid}) died ({how}); it was restarted "
+                     f"{len(self._dagster_restarts)} times within {self.restart_window / 60:g} minutes already: giving up")
+            return False
+        old = self.dagster.pid
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(old, signal.SIGKILL)  # what is left of its group (code servers, run workers)
+        self._dagster_restarts.append(now)
+        self.dagster = self.restart_dagster()
+        self.say(f"dagster dev (pid {old}) died ({how}); started it again (pid {self.dagster.pid}; restart "
+                 f"{len(self._dagster_restarts)} of at most {self.max_dagster_restarts} within "
+                 f"{self.restart_window / 60:g} minutes); runs it was running are failed and their batches run again")
+        return True
 
     def _dagster_died(self, code: int) -> int:
         exit_code = 128 - code if code < 0 else code or 1

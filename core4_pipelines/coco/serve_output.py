@@ -100,12 +100,19 @@ class OutputForwarder:
         return {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
 
     def start(self, process: subprocess.Popen) -> None:
+        self.attach(process)
+        self.start_writing()
+
+    def start_writing(self) -> None:
+        self._writer.start()
+
+    def attach(self, process: subprocess.Popen) -> None:
+        """Forward ``process``'s output too (a dagster dev started again after the first died)."""
         for pipe, target in ((process.stdout, self._targets[0]), (process.stderr, self._targets[1])):
             reader = threading.Thread(target=self._read, args=(pipe, target), daemon=True,
                                       name=f"coco-serve-read-{len(self._readers)}")
             self._readers.append(reader)
             reader.start()
-        self._writer.start()
 
     @property
     def dropped(self) -> int:

@@ -150,19 +150,36 @@ def test_sigterm_stops_everything_and_exits_0(stack):
     assert "Traceback" not in stack.log_path.read_text(errors="replace")
 
 
-def test_a_dead_dagster_dev_makes_coco_serve_exit_non_zero(tmp_path):
+def test_a_dead_dagster_dev_is_started_again_then_coco_serve_gives_up_non_zero(tmp_path):
+    import urllib.request
+
     with coco_serve(tmp_path, make_tiny_home, ("tiny",)) as live:
         dagster = _child(live, "dagster dev ")
         mongo = _child(live, "secantusd-py")
-        children = descendants(live.process.pid)
 
         os.killpg(dagster, signal.SIGKILL)  # dagster dev and everything it started
-
+        wait_for(lambda: f"dagster dev (pid {dagster}) died (exit -9, killed by SIGKILL); started it again"
+                 in live.log_path.read_text(errors="replace"), 60, "dagster dev started again", live.log_tail)
+        again = _next_dagster(live, dagster)
+        wait_for(lambda: urllib.request.urlopen(f"{live.url}/server_info", timeout=5).status == 200, 180,
+                 "the UI back", live.log_tail, interval=1)
+        assert _alive(mongo)  # the database was not touched
+        # Killed again and again: after 3 restarts within 10 minutes coco serve gives up, non-zero.
+        for kill in range(3):
+            os.killpg(again, signal.SIGKILL)
+            if kill < 2:  # restarts 2 and 3; the third kill is the fourth death: no more
+                again = _next_dagster(live, again)
         code = live.process.wait(60)
         log = live.log_path.read_text(errors="replace")
         assert code == 128 + signal.SIGKILL, log
-        assert f"dagster dev (pid {dagster}) died (exit -9, killed by SIGKILL)" in log
-        assert not _alive(mongo) and not [pid for pid in children if _alive(pid)]
+        assert "it was restarted 3 times within 10 minutes already: giving up" in log
+        assert not _alive(mongo)
+
+
+def _next_dagster(live, previous: int) -> int:
+    """The pid of the dagster dev coco serve started after ``previous`` died."""
+    return wait_for(lambda: (lambda pid: pid if pid != previous else None)(_child(live, "dagster dev ")), 30,
+                    "the next dagster dev", live.log_tail)
 
 
 def test_a_taken_ui_port_is_refused_before_anything_starts(tmp_path):
