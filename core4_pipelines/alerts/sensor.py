@@ -315,10 +315,12 @@ def _value(entry):
 
 def _deliver_due(context, rules: Sequence[AlertRule], state: dict, now: float) -> tuple[list, list, list]:
     sent, failed, gave_up, kept = [], [], [], []
+    down: set[tuple[int, str]] = set()  # channels that failed this tick: the rest of theirs waits (no 10 s each)
     for item in state["pending"]:
-        if item["next"] > now or item["rule"] >= len(rules):
-            if item["rule"] < len(rules):
-                kept.append(item)
+        if item["rule"] >= len(rules):
+            continue  # its rule is gone from the configuration
+        if item["next"] > now or (item["rule"], item["channel"]) in down:
+            kept.append(item)
             continue
         rule, channel = rules[item["rule"]], item["channel"]
         alert = Alert.from_json(item["alert"])
@@ -326,6 +328,7 @@ def _deliver_due(context, rules: Sequence[AlertRule], state: dict, now: float) -
         try:
             deliver(rule, channel, alert)
         except DeliveryError as exc:
+            down.add((item["rule"], channel))
             item["tries"] += 1
             if item["tries"] >= MAX_TRIES:
                 context.log.error(f"alert {label}: {exc}; gave up after {MAX_TRIES} tries")
