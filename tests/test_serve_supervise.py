@@ -71,11 +71,15 @@ def test_a_dagster_dev_exiting_0_on_its_own_is_still_a_failure():
 
 def test_an_interrupt_stops_the_process_group_and_returns_0():
     said: list[str] = []
-    stand_in = subprocess.Popen(STAND_IN, start_new_session=True)
+    # SIGTERM explicitly at its default and unblocked in the stand-in: whatever this test process
+    # inherited, the stand-in is one that SIGTERM stops, as dagster dev is.
+    stand_in = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+                                 "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM}); time.sleep(600)"],
+                                start_new_session=True)
     # Python's own Ctrl-C handler, also when this process inherited SIGINT ignored (a background
     # job of a non-interactive shell does): the interrupt is what this test is about.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:
         assert Supervisor(stand_in, None, said.append, poll_every=0.1, grace=5).run() == 0

@@ -109,6 +109,8 @@ class OutputForwarder:
     def attach(self, process: subprocess.Popen) -> None:
         """Forward ``process``'s output too (a dagster dev started again after the first died)."""
         for pipe, target in ((process.stdout, self._targets[0]), (process.stderr, self._targets[1])):
+            if pipe is None:  # started without a pipe (its output goes where it goes)
+                continue
             reader = threading.Thread(target=self._read, args=(pipe, target), daemon=True,
                                       name=f"coco-serve-read-{len(self._readers)}")
             self._readers.append(reader)
