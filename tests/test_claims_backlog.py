@@ -7,10 +7,10 @@ import os
 from core4_pipelines.ingest.claim import batch_files, claim_batches, grown_batch_size, scan_ready
 
 
-def fill(folder, sizes: list[int]) -> None:
+def fill(folder, sizes: list[int], prefix: str = "f") -> None:
     os.makedirs(folder, exist_ok=True)
     for index, size in enumerate(sizes):
-        path = os.path.join(folder, f"f{index:05d}.csv")
+        path = os.path.join(folder, f"{prefix}{index:05d}.csv")
         with open(path, "wb") as handle:
             handle.write(b"x" * size)
         os.utime(path, (1_600_000_000 + index, 1_600_000_000 + index))
@@ -57,7 +57,7 @@ def test_one_tick_claims_a_backlog_of_many_ticks_each_file_once(folders, mongo):
     claimed = [name for r in requests for name in batch_files(os.path.join(proc, ".batch", r.run_key))]
     assert len(claimed) == len(set(claimed)) == 3000 and os.listdir(proc) == [".batch"]
     # bounded in bytes: files of 1 KB, batches close at 150 KB (but never below batch_size)
-    fill(proc, [1000] * 3000)
+    fill(proc, [1000] * 3000, prefix="g")  # new names: the old ones would be held as reappearing
     sensor = proc_folder_sensor(JOB, batch_size=100, min_age_seconds=0, max_batch_bytes=150_000)
     first = {r.run_key for r in requests}
     requests = [r for r in tick(sensor, folders, mongo).run_requests if r.run_key not in first]

@@ -1,4 +1,4 @@
-"""`coco files PROJECT [NAME]` and `coco reimport PROJECT ...`: the file ledger, and replays from the archive.
+"""`coco files`, `coco reimport` and `coco release`: the file ledger, replays from the archive, held files.
 
 ``coco files`` shows what the project's imports did with each file (``sys.files``, see
 ``core4_pipelines/ingest/ledger.py``): when, which run, how many records, where the file
@@ -113,6 +113,7 @@ def _selected(args, folders, mongo) -> list[dict]:
 
 def cmd_reimport(args) -> int:
     from core4_pipelines.ingest.ledger import Ledger, content_hash
+    from core4_pipelines.ingest.reappear import release
 
     _, folders, mongo = _project(args)
     entries = _selected(args, folders, mongo)
@@ -134,11 +135,44 @@ def cmd_reimport(args) -> int:
             copy.flush()
             os.fsync(copy.fileno())
         Ledger(mongo, entry["job"], entry.get("collection", "")).mark_replay(content_hash(target), archive)
+        proc = folders.proc_folder()
+        release(proc, os.path.basename(target), os.stat(target).st_ino)  # no hold as a reappearing name
         placed = folders.move_proc(target)
         print(f"  {printable_name(entry['name'])}: back in {_shown(folders, placed)} (from {_shown(folders, archive)})")
     if not args.dry_run:
         print("the proc sensor imports them like new files; each content passes the duplicate check once")
     return 0
+
+
+def cmd_release(args) -> int:
+    """Import files held as reappearing names (see ingest/reappear.py) as files of their own."""
+    from core4_pipelines.ingest.reappear import read_holds, release
+
+    settings, folders, _ = _project(args)
+    proc = folders.proc_folder(args.base)
+    held = {name: hold for name, hold in read_holds(proc).items() if not hold.released}
+    where = _shown(folders, proc)
+    if not args.names:
+        if not held:
+            print(f"no file is held in {where}")
+            return 0
+        print(f"{len(held)} files held in {where} (they appeared again soon after a file of the same name was claimed):")
+        for name, hold in sorted(held.items()):
+            print(f"  {printable_name(name)}: {hold.since - hold.claimed_at:.0f}s after batch {hold.batch} claimed that name")
+        print(f"coco release {args.project} NAME ... imports them as files of their own; or move them out of proc")
+        return 0
+    failed = 0
+    for name in args.names:
+        if name not in held:
+            failed += 1
+            print(f"{name}: not held in {where}" + (f" (held: {', '.join(sorted(held)[:10])})" if held else ""))
+            continue
+        if not release(proc, name, held[name].inode):
+            failed += 1
+            print(f"{name}: no longer in {where}")
+            continue
+        print(f"{name}: released; the proc sensor imports it as a file of its own")
+    return 1 if failed else 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -158,3 +192,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pattern", help="with --since: only names this regular expression matches")
     p.add_argument("--dry-run", action="store_true", help="say what would be put back, change nothing")
     p.set_defaults(run=cmd_reimport)
+    p = sub.add_parser("release", help="import files held because they appeared again under a name just claimed "
+                                       "(without NAME: list them)")
+    p.add_argument("project")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--base", help="the proc sub folder (core4's base) the sensor watches")
+    p.set_defaults(run=cmd_release)

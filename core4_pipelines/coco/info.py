@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from core4_pipelines.coco.dagster_api import DagsterAPI
 from core4_pipelines.coco.errors import OperateError
 from core4_pipelines.tags import BATCH_TAG, STATE_TAG
+from core4_pipelines.ingest.reappear import read_holds
 from core4_resources.config.settings import mask_url
+from core4_resources.files.names import BATCH_DIR, printable_name
 
-# As core4_pipelines.ingest.claim names it; repeated here because importing that loads Dagster.
-# tests/test_coco_info.py keeps them equal.
-BATCH_DIR = ".batch"
+# As core4_resources.files.folders names it; repeated here because importing that loads Dagster.
+# tests/test_coco_state.py keeps them equal.
 REASON_SUFFIX = ".reason.txt"
 DAY = 24 * 3600
 MAX_BATCHES_CHECKED = 50
@@ -61,6 +62,7 @@ class ProjectInfo:
     runs: Counter = field(default_factory=Counter)
     instigators: str = ""
     batch_ids: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # reappeared under a name just claimed (ingest/reappear.py)
 
 
 def _visible_files(folder: str) -> list[str]:
@@ -87,6 +89,7 @@ def folder_counts(settings, project: str) -> ProjectInfo:
     info = ProjectInfo(project, proc=len(_visible_files(proc)))
     info.errors = sum(1 for name in _visible_files(errors) if not name.endswith(REASON_SUFFIX))
     info.batch_ids = _batches(proc)
+    info.held = sorted(printable_name(n) for n, h in read_holds(proc).items() if not h.released)
     info.batches = len(info.batch_ids)
     return info
 
@@ -193,6 +196,10 @@ def info_lines(settings, api: DagsterAPI | None, state, projects: list[str],
         failed = f" ({info.batches_failed} wait on a failed run{outage})" if reachable else ""
         lines.append(f"  batches  {info.batches} claimed{failed}")
         lines.append(f"  error    {info.errors} files")
+        if info.held:
+            lines.append(f"  held     {len(info.held)} files appeared again soon after a file of the same name was "
+                         f"claimed: {', '.join(info.held[:5])}{', ...' if len(info.held) > 5 else ''} "
+                         f"(coco release {info.name} NAME imports one)")
         if reachable:
             runs = info.runs
             lines.append(f"  runs 24h {runs['queued']} queued, {runs['running']} running, {runs['failed']} failed"

@@ -40,6 +40,8 @@ def _shown(folders, path: str) -> str:
 
 
 def cmd_retry(args) -> int:
+    from core4_pipelines.ingest.reappear import release
+
     folders = _folders(args)
     waiting = folders.list_error(base=args.base)
     by_name = {os.path.basename(path): path for path in waiting}
@@ -71,12 +73,15 @@ def cmd_retry(args) -> int:
             print(f"{name}: left in {where}: its records are in MongoDB already ({reason.splitlines()[0]}); "
                   f"importing it again writes them twice. --force moves it all the same")
             continue
+        proc = folders.proc_folder(args.base)
+        release(proc, name, os.stat(path).st_ino)  # put back on purpose: no hold as a reappearing name
         try:
             target = folders.move_back_from_error(name, base=args.base)
         except FolderError as exc:
             failed += 1
             print(f"{name}: {exc}")
             continue
+        release(proc, os.path.basename(target))  # a copy across filesystems has an inode of its own
         print(f"{name}: {_shown(folders, path)} -> {_shown(folders, target)}; the proc sensor imports it")
     return 1 if failed else 0
 

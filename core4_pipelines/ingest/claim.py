@@ -15,12 +15,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Pattern
+from typing import Callable, Pattern
 
 from core4_pipelines.ingest.ready import StabilityTracker, file_state, open_for_writing, tracker_for
 from core4_resources.files.folders import FOLDER_MODE, is_hidden, make_dirs, rename_noreplace
+from core4_resources.files.names import BATCH_DIR
 
-BATCH_DIR = ".batch"
 STAGING_SUFFIX = ".claiming"
 # A staging folder this old belongs to a claimer that died; it is released as a batch.
 STALE_STAGING_SECONDS = 600.0
@@ -33,6 +33,8 @@ class ScanResult:
 
     ready: list[str] = field(default_factory=list)  # names, oldest first
     ready_bytes: list[int] = field(default_factory=list)  # their sizes, in the same order
+    ready_identities: list[tuple[int, int]] = field(default_factory=list)  # (inode, mtime in ns)
+    held: int = 0  # reappeared under a name just claimed (ingest/reappear.py): not claimed
     too_young: int = 0  # new or changed since the last scan: not yet stable for min_age_seconds
     open_for_writing: int = 0  # stable, but a process still holds them open for writing
     not_matching: int = 0
@@ -78,6 +80,7 @@ def scan_ready(
     now: float | None = None,
     limit: int | None = None,
     tracker: StabilityTracker | None = None,
+    hold: Callable[[str, os.stat_result, float], bool] | None = None,
 ) -> ScanResult:
     """One ``os.scandir`` of the folder: regular, visible, matching files that are done.
 
@@ -98,7 +101,7 @@ def scan_ready(
     waiting = min_age_seconds > 0
     tracker = (tracker or tracker_for(proc_folder)) if waiting else None
     result = ScanResult()
-    dated: list[tuple[float, str, int]] = []
+    dated: list[tuple[float, str, int, tuple[int, int]]] = []
     present: set[str] = set()
     try:
         entries = os.scandir(proc_folder)
@@ -125,12 +128,15 @@ def scan_ready(
             result.waiting_bytes += stat.st_size
             if result.oldest_mtime is None or stat.st_mtime < result.oldest_mtime:
                 result.oldest_mtime = stat.st_mtime
+            if hold is not None and hold(name, stat, now):
+                result.held += 1
+                continue
             if tracker is not None:
                 present.add(name)
                 if not tracker.stable(name, file_state(stat), now, min_age_seconds, stat.st_ctime):
                     result.too_young += 1
                     continue
-            dated.append((stat.st_mtime, name, stat.st_size))
+            dated.append((stat.st_mtime, name, stat.st_size, (stat.st_ino, stat.st_mtime_ns)))
     if tracker is not None:
         tracker.forget_except(present)
     result.ready_total = len(dated)
@@ -138,7 +144,7 @@ def scan_ready(
         dated = heapq.nsmallest(limit, dated)  # no full sort of 100k names for one batch
     else:
         dated.sort()
-    for _, name, size in dated:
+    for _, name, size, identity in dated:
         if open_for_writing(os.path.join(proc_folder, name)):
             result.open_for_writing += 1
             result.ready_total -= 1
@@ -147,6 +153,7 @@ def scan_ready(
             continue
         result.ready.append(name)
         result.ready_bytes.append(size)
+        result.ready_identities.append(identity)
     return result
 
 

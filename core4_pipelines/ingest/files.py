@@ -22,6 +22,7 @@ from core4_pipelines.ingest.bad_rows import REJECTED_SUFFIX, BadRow, BadRowPolic
 from core4_pipelines.ingest.readers import ReadNote, check_field_names
 from core4_pipelines.ingest.ready import file_state, open_for_writing
 from core4_pipelines.ingest.record_model import Converter
+from core4_pipelines.ingest.reappear import release
 from core4_resources.files.folders import FolderResource, printable_name
 from core4_resources.mongo.resource import MongoResource
 
@@ -249,6 +250,8 @@ def not_archived(outcome: FileOutcome, exc: OSError, folder: str, folders: Folde
 def _return_to_proc(path: str, outcome: FileOutcome, folders: FolderResource, base: str | None) -> str:
     """A file a writer was still writing goes back to proc, to be claimed once it is stable."""
     try:
+        # The claimed file itself, grown since: not a new file under a name just claimed.
+        release(folders.proc_folder(base), outcome.name, os.stat(path).st_ino)
         return folders.move_proc(path, base=base, on_conflict="fail")
     except FileNotFoundError:
         raise

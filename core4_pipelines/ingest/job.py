@@ -46,6 +46,7 @@ from core4_pipelines.ingest.files import (  # noqa: F401 - _records_with_ids for
     _records_with_ids,
 )
 from core4_pipelines.ingest.bad_rows import BadRowPolicy, check_bad_rows
+from core4_pipelines.ingest.reappear import marked_held
 from core4_pipelines.ingest.ledger import DUPLICATES_ACTIONS, Ledger, batch_file_hashes, duplicate_note
 from core4_pipelines.ingest.modes import check_mode, ensure_key_index, mode_counts
 from core4_pipelines.ingest.outcomes import TempFolder, divert_rows, file_row, in_error, rejected_failure, report_file
@@ -95,7 +96,8 @@ def _claim_waiting(context, folders: FolderResource, base: str | None, pattern: 
     proc = folders.proc_folder(base)
     # No wait for files to stay unchanged (an operator asked for it now); one still held open
     # for writing is left alone all the same.
-    scan = scan_ready(proc, pattern, 0, limit=MATERIALIZE_MAX_FILES)
+    # A file held as reappearing (ingest/reappear.py) waits for `coco release` here too.
+    scan = scan_ready(proc, pattern, 0, limit=MATERIALIZE_MAX_FILES, hold=marked_held(proc))
     batches = claim_batches(proc, scan.ready, MATERIALIZE_MAX_FILES, 1)
     if not batches:
         context.log.info(f"nothing waiting in {printable_name(proc)}" + (f" matching {pattern}" if pattern else ""))

@@ -161,3 +161,16 @@ def batch_file_hashes(folder: str, names: Sequence[str]) -> list[tuple[str, str 
 def duplicate_note(entry: Mapping[str, Any]) -> str:
     where = entry.get("archive") or f"batch {entry.get('batch')}"
     return f"same content as {entry.get('name')} ({printable_name(where)}) imported by run {entry.get('run')}"
+
+
+def recent_claims(mongo: MongoResource, job: str, since: float) -> list[tuple[str, str]]:
+    """(name, batch) of the files of ``job`` whose batch was claimed after ``since`` (and not put
+    back into proc): the ``_id`` starts with the batch id, which starts with the claim time."""
+    cutoff = datetime.fromtimestamp(since, tz=UTC).strftime("%Y%m%dT%H%M%S")
+    try:
+        found = mongo.collection(LEDGER_COLLECTION).find(
+            {"_id": {"$gte": cutoff, "$lt": "a"}, "job": job, "state": {"$ne": "withdrawn"}},
+            projection={"name": 1, "batch": 1})
+        return [(e["name"], e["batch"]) for e in found if e.get("name") and e.get("batch")]
+    except PyMongoError as exc:
+        mongo.raise_error(f"the file ledger {mongo.database}.{LEDGER_COLLECTION}: recent claims", exc)

@@ -33,6 +33,8 @@ from core4_pipelines.supervise.failures import is_infrastructure_failure
 from core4_pipelines.supervise.recovery import UNFINISHED, fail_orphaned_run, is_local_launcher, worker_gone
 from core4_pipelines.tags import ATTEMPT_TAG, BATCH_TAG, RECOVERED_TAG, STATE_TAG
 from core4_pipelines.ingest.ready import tracker_for
+from core4_pipelines.ingest.reappear import DEFAULT_REAPPEAR_WINDOW, guard_for
+from core4_pipelines.ingest.ledger import recent_claims
 from core4_resources.errors import MongoError
 from core4_resources.files.folders import FolderResource, printable_name
 from core4_resources.mongo.resource import MongoResource
@@ -159,6 +161,18 @@ def _recover(
     return out
 
 
+def _ledger_job(context: dg.SensorEvaluationContext, job: dg.JobDefinition) -> str | None:
+    """``<project>.<job>``, as import_job names its ledger entries: from the job the repository
+    holds (project_definitions rebuilds a job for its project), else the one given."""
+    try:
+        repository = context.repository_def
+        current = repository.get_job(job.name) if repository else job
+    except dg.DagsterInvariantViolationError:
+        current = job
+    inbox = inbox_of(current)
+    return f"{inbox.path[0]}.{job.name}" if inbox else None
+
+
 def counted_runs(records: Sequence[dg.RunRecord]) -> int:
     """The finished runs of a batch that count against its attempts: not those the machine failed
     (the database, the disk, a dead worker: core4_pipelines.supervise.failures)."""
@@ -190,6 +204,7 @@ def proc_folder_sensor(
     name: str | None = None,
     max_batch_files: int | None = None,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    reappear_window_seconds: float = DEFAULT_REAPPEAR_WINDOW,
 ) -> dg.SensorDefinition:
     """A sensor that claims files in ``<proc>/<project>/`` and starts ``job`` per batch.
 
@@ -207,6 +222,10 @@ def proc_folder_sensor(
     claims it (up to ``max_batch_files`` files, default ten times ``batch_size``; a
     grown batch closes at ``max_batch_bytes``): the claim rate follows the backlog
     instead of capping it at ``batch_size * max_batches_per_tick`` per interval.
+
+    A file that shows up under a name claimed less than ``reappear_window_seconds`` before
+    (a writer appending by path: the rest of a file already imported) is held, with a warning,
+    until ``coco release`` (see ``ingest/reappear.py``); 0 imports it as a new file.
     """
     if batch_size < 1:
         raise ValueError(f"proc_folder_sensor({job.name}): batch_size must be >= 1, got {batch_size}")
@@ -216,6 +235,9 @@ def proc_folder_sensor(
         )
     if min_age_seconds < 0:
         raise ValueError(f"proc_folder_sensor({job.name}): min_age_seconds must be >= 0, got {min_age_seconds}")
+    if reappear_window_seconds < 0:
+        raise ValueError(f"proc_folder_sensor({job.name}): reappear_window_seconds must be >= 0, "
+                         f"got {reappear_window_seconds}")
     max_batch_files = GROWTH * batch_size if max_batch_files is None else max_batch_files
     if max_batch_files < batch_size:
         raise ValueError(
@@ -233,6 +255,7 @@ def proc_folder_sensor(
     regex = re.compile(pattern) if isinstance(pattern, str) else pattern
     inbox = inbox_of(job)
     sensor_name = name or f"{job.name}_proc_sensor"
+    project = inbox.path[0] if inbox else None
 
     @dg.sensor(
         name=sensor_name,
@@ -262,7 +285,19 @@ def proc_folder_sensor(
         if swept is not None and (swept.items or swept.errors):
             context.log.info(f"swept {proc}: {swept.summary()}")
         now = time.time()
-        recovery = _recover(context, job, pending_batches(proc), base, now)
+        pending = pending_batches(proc)
+        recovery = _recover(context, job, pending, base, now)
+        guard = None
+        if reappear_window_seconds > 0:
+            guard = guard_for(proc, sensor_name, reappear_window_seconds)
+            if not guard.seeded:  # a new process: the claims of the last minutes, from disk and the ledger
+                ledger_job = _ledger_job(context, job)
+                try:
+                    earlier = recent_claims(mongo, ledger_job, now - reappear_window_seconds) if ledger_job else []
+                except MongoError as exc:
+                    return dg.SkipReason(f"not claiming from {proc}: {exc}")
+                guard.seed(pending, earlier, now)
+            guard.begin_scan()
         for line in recovery.failed_orphans:
             context.log.warning(f"failed run {line}")
         if recovery.stranded:
@@ -277,7 +312,7 @@ def proc_folder_sensor(
             )
         scan = scan_ready(
             proc, regex, min_age_seconds, now=now, limit=max_batch_files * max_batches_per_tick,
-            tracker=tracker_for(proc, sensor_name),
+            tracker=tracker_for(proc, sensor_name), hold=guard.check if guard else None,
         )
         requests = list(recovery.requests)
         size = grown_batch_size(scan.ready_total, batch_size, max_batches_per_tick, max_batch_files)
@@ -285,12 +320,24 @@ def proc_folder_sensor(
             proc, scan.ready, size, max_batches_per_tick,
             sizes=scan.ready_bytes, min_files=batch_size, max_bytes=max_batch_bytes,
         )
+        held: list[str] = []
+        if guard is not None:
+            guard.end_scan(claimed, dict(zip(scan.ready, scan.ready_identities)), now)
+            for hold in guard.new_holds:
+                context.log.warning(
+                    f"{printable_name(hold.name)} appeared in {printable_name(proc)} again {now - hold.claimed_at:.0f}s "
+                    f"after a file of that name was claimed (batch {hold.batch}): held, not imported -- a writer "
+                    "appending to the file by path? Its rest would be imported as a file of its own (a CSV "
+                    f"without its header). `coco release {project or 'PROJECT'} {printable_name(hold.name)}` imports "
+                    "it all the same; moving it out of proc ends the hold"
+                )
+            held = [printable_name(h.name) for h in guard.held()]
         for batch in claimed:
             requests.append(_request(job, batch.batch_id, len(batch.files), base))
         observation, cursor = _inbox_observation(inbox, scan, claimed, recovery, now, context.cursor)
         return dg.SensorResult(
             run_requests=requests,
-            skip_reason=None if requests else _skip_reason(proc, regex, min_age_seconds, scan, recovery),
+            skip_reason=None if requests else _skip_reason(proc, regex, min_age_seconds, scan, recovery, held),
             asset_events=[observation] if observation else [],
             cursor=cursor,
         )
@@ -324,8 +371,11 @@ def _inbox_observation(
     ), counts
 
 
-def _skip_reason(proc, regex, min_age_seconds, scan, recovery: _Recovery) -> str:
+def _skip_reason(proc, regex, min_age_seconds, scan, recovery: _Recovery, held: Sequence[str] = ()) -> str:
     details = []
+    if held:
+        details.append(f"{len(held)} files held: they reappeared under a name claimed minutes before "
+                       f"({', '.join(sorted(held)[:5])}{', ...' if len(held) > 5 else ''}; coco release PROJECT NAME)")
     if scan.too_young:
         details.append(
             f"{scan.too_young} files not yet unchanged for {min_age_seconds:g}s (new, or still growing)"

@@ -30,6 +30,7 @@ from core4_pipelines.ingest.assets import inbox_key, md_code
 from core4_pipelines.ingest.bad_rows import check_bad_rows
 from core4_pipelines.ingest.job import import_job
 from core4_pipelines.ingest.modes import check_mode
+from core4_pipelines.ingest.reappear import DEFAULT_REAPPEAR_WINDOW
 from core4_pipelines.properties import check_property
 from core4_pipelines.ingest.readers import READERS, check_reader_options
 from core4_pipelines.ingest.sensor import DEFAULT_BATCH_SIZE, proc_folder_sensor
@@ -179,6 +180,10 @@ class FileImport(_Core4Component):
     record_model: str | None = Field(None, description="A pydantic model (dotted path) each record is validated with.")
     batch_size: int = Field(DEFAULT_BATCH_SIZE, description="Files per batch (one run each); at least 1.")
     min_age_seconds: int | float = Field(5.0, description="Seconds a file must stay unchanged before it is claimed; 0 or more.")
+    reappear_window_seconds: int | float = Field(
+        DEFAULT_REAPPEAR_WINDOW, description="A file appearing under a name claimed less than this many seconds "
+                                             "before is held until `coco release` (a writer appending by path); "
+                                             "0 imports it as a new file.")
     freshness: int | float | None = Field(
         None, description="Seconds within which the collection should have new data; more than 0.")
     rejected_files: Literal["fail", "warn"] = Field("fail", description="A batch with files moved to error: fail or warn.")
@@ -219,6 +224,7 @@ class FileImport(_Core4Component):
             raise _fail(context, "collection", "a MongoDB collection name", self.collection)
         _at_least(context, self, "batch_size", 1, True)
         _at_least(context, self, "min_age_seconds", 0, True)
+        _at_least(context, self, "reappear_window_seconds", 0, True)
         _at_least(context, self, "freshness", 0, False)
         if self.pattern is not None:
             try:
@@ -243,7 +249,8 @@ class FileImport(_Core4Component):
             max_bad_rows=self.max_bad_rows, project=_project(context), description=self.description,
             properties=properties or None,
         )
-        sensor = proc_folder_sensor(job, batch_size=self.batch_size, min_age_seconds=self.min_age_seconds)
+        sensor = proc_folder_sensor(job, batch_size=self.batch_size, min_age_seconds=self.min_age_seconds,
+                                    reappear_window_seconds=self.reappear_window_seconds)
         return dg.Definitions(jobs=[job], sensors=[sensor])
 
 

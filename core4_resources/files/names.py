@@ -26,6 +26,8 @@ NAME_MAX = 255
 _MAX_KEPT_EXTENSION = 32
 # Beside the source of a copy-move while its copy is installed: ".<name>.<hash>.moving".
 MOVE_MARKER_SUFFIX = ".moving"
+# The hidden folder of a proc folder that holds its claimed batches (core4_pipelines.ingest.claim).
+BATCH_DIR = ".batch"
 _PARTIAL_COPY = re.compile(r"^\..+\.(?:[0-9a-f]{12}|[0-9]+\.download)\.part$", re.DOTALL)
 _MOVE_MARKER = re.compile(r"^\..+\.[0-9a-f]{8}" + re.escape(MOVE_MARKER_SUFFIX) + "$", re.DOTALL)
 
