@@ -194,8 +194,10 @@ class _SensorDrain:
     def left(self) -> int:
         """Files this sensor would still claim, or has claimed and not yet imported."""
         from core4_pipelines.ingest.claim import pending_batches, scan_ready
+        from core4_pipelines.ingest.reappear import marked_held
 
-        scan = scan_ready(self.proc, self.pattern, 0)
+        # A held file (a name that reappeared) waits for `coco release`: no drain waits for it.
+        scan = scan_ready(self.proc, self.pattern, 0, hold=marked_held(self.proc))
         return len(scan.ready) + scan.open_for_writing + sum(len(b.files) for b in pending_batches(self.proc))
 
     def run(self, request, instance, say: Callable[[str], None], verbose: bool) -> None:

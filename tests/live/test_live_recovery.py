@@ -112,6 +112,7 @@ def test_a_killed_run_worker_is_failed_and_its_batch_imported_again(tmp_path):
         names = drop_files(stack, "worker")
         with dg.DagsterInstance.from_config(str(stack.dagster_home)) as instance:
             victim = started_run(instance)
+            killed_at = time.time()
             os.kill(worker_pid(instance, victim.run_id), signal.SIGKILL)
             all_imported_once(stack, names)
             # Failed by Dagster's code server, which saw its child die, or by the sensor's
@@ -119,6 +120,11 @@ def test_a_killed_run_worker_is_failed_and_its_batch_imported_again(tmp_path):
             assert instance.get_run_by_id(victim.run_id).status == dg.DagsterRunStatus.FAILURE
             again = instance.get_runs(filters=dg.RunsFilter(tags={BATCH_TAG: victim.tags[BATCH_TAG]}))
             assert {(run.tags.get(ATTEMPT_TAG), run.status) for run in again} >= {("2", dg.DagsterRunStatus.SUCCESS)}
+            # The death is known at once: the batch's next run is requested within 30 s (a sensor
+            # tick or two), not after error_time (600 s) as for a failure of the content.
+            (relaunch,) = instance.get_run_records(filters=dg.RunsFilter(
+                tags={BATCH_TAG: victim.tags[BATCH_TAG], ATTEMPT_TAG: "2"}))
+            assert relaunch.create_timestamp.timestamp() - killed_at < 30
         # Whatever the test's umask, nothing the stack created -- Dagster's storage included --
         # is open to the group for writing or to others at all (proc/ is the test's own).
         for folder, dirs, files in [w for top in ("dagster", "archive", "mongo") for w in os.walk(stack.root / top)]:
