@@ -128,7 +128,8 @@ def batches_on_failed_run(api: DagsterAPI, batch_ids: list[str]) -> tuple[int, i
         runs = api.runs(tags={BATCH_TAG: batch_id}, limit=1)
         if runs and runs[0]["status"] in ("FAILURE", "CANCELED"):
             failed += 1
-            outages += is_infrastructure_failure({t["key"]: t["value"] for t in runs[0].get("tags") or ()})
+            outages += is_infrastructure_failure({t["key"]: t["value"] for t in runs[0].get("tags") or ()},
+                                                 runs[0]["status"])
     return failed, outages
 
 

@@ -176,7 +176,11 @@ def _ledger_job(context: dg.SensorEvaluationContext, job: dg.JobDefinition) -> s
 def counted_runs(records: Sequence[dg.RunRecord]) -> int:
     """The finished runs of a batch that count against its attempts: not those the machine failed
     (the database, the disk, a dead worker: core4_pipelines.supervise.failures)."""
-    return sum(1 for r in records if r.dagster_run.is_finished and not is_infrastructure_failure(r.dagster_run.tags))
+    return sum(1 for r in records if r.dagster_run.is_finished and not _machine_failed(r.dagster_run))
+
+
+def _machine_failed(run: dg.DagsterRun) -> bool:
+    return is_infrastructure_failure(run.tags, run.status.value)
 
 
 def outage_streak(records: Sequence[dg.RunRecord]) -> int:
@@ -185,7 +189,7 @@ def outage_streak(records: Sequence[dg.RunRecord]) -> int:
     for record in records:
         if not record.dagster_run.is_finished:
             continue
-        if not is_infrastructure_failure(record.dagster_run.tags):
+        if not _machine_failed(record.dagster_run):
             break
         streak += 1
     return streak

@@ -2,7 +2,10 @@
 never uses up a batch's attempts, or the content's and the code's, which do.
 
 A core4 op's failure tags its run ``core4/failure=infrastructure`` or ``core4/failure=error``;
-a run failed by recovery (its worker gone) or stopped as a zombie is the machine's too.
+a run failed by recovery (its worker gone) or stopped as a zombie is the machine's too, and so
+is a failed run no one said why about: Dagster's code server and its run monitoring fail a run
+whose worker died without a reason (``dagster/failure_reason``), where a failure inside the run
+always has one (a step's, the run's, the job's loading).
 """
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ import errno
 
 from core4_pipelines.tags import FAILURE_KIND_TAG, RECOVERED_TAG, STATE_TAG
 
+# Dagster's tag on a failed run, and its reasons that are the machine's: a worker that crashed,
+# never started in time, or was restarted.
+FAILURE_REASON_TAG = "dagster/failure_reason"
+_MACHINE_REASONS = frozenset({"UNEXPECTED_TERMINATION", "START_TIMEOUT", "RUN_WORKER_RESTART"})
 INFRASTRUCTURE = "infrastructure"
 ERROR = "error"
 # The disk is full, gone read-only or failing: nothing a human has to change in the data or code.
@@ -43,7 +50,13 @@ def _is_connection_failure(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionFailure)
 
 
-def is_infrastructure_failure(tags) -> bool:
-    """Whether a run with these tags ended by the machine's fault."""
-    return (tags.get(FAILURE_KIND_TAG) == INFRASTRUCTURE or bool(tags.get(RECOVERED_TAG))
-            or tags.get(STATE_TAG) == "zombie")
+def is_infrastructure_failure(tags, status: str | None = None) -> bool:
+    """Whether a run with these tags (and ``status``, e.g. ``"FAILURE"``) ended by the machine's fault."""
+    if (tags.get(FAILURE_KIND_TAG) == INFRASTRUCTURE or tags.get(RECOVERED_TAG)
+            or tags.get(STATE_TAG) == "zombie"):
+        return True
+    reason = tags.get(FAILURE_REASON_TAG)
+    if reason in _MACHINE_REASONS:
+        return True
+    # Failed, and neither a core4 op nor Dagster's run said why: its worker died.
+    return status == "FAILURE" and reason is None and FAILURE_KIND_TAG not in tags

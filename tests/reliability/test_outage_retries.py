@@ -150,3 +150,44 @@ def test_min_free_is_a_share_or_a_size_and_anything_else_names_the_key(isolated_
     isolated_config.write_text("folder:\n  min_free: plenty\n")
     with pytest.raises(ConfigError, match=r"folder.min_free in .*local.yaml: expected a share of the disk such as 5%"):
         load_config()
+
+
+def _failed_run(instance, job, request, reason: str | None = None) -> str:
+    """A run of ``request`` failed as Dagster's code server fails one whose worker process died
+    (no reason given), or with Dagster's ``reason`` for a failure inside the run."""
+    run = instance.create_run_for_job(job, run_config=request.run_config, tags=request.tags)
+    if reason is not None:
+        instance.add_run_tags(run.run_id, {"dagster/failure_reason": reason})
+    instance.report_run_failed(run)
+    return run.run_id
+
+
+def test_a_run_whose_worker_died_without_a_word_is_run_again_at_once_using_no_attempt(folders, mongo, instance,
+                                                                                      monkeypatch):
+    from support import JOB, put, tick
+
+    from core4_pipelines.tags import ATTEMPT_TAG
+
+    put(folders.proc_folder(), "a.csv")
+    sensor = proc_folder_sensor(JOB, min_age_seconds=0)  # a run that failed inside waits 60 s
+    (request,) = tick(sensor, folders, mongo, instance).run_requests
+    _failed_run(instance, JOB, request)
+    (request,) = tick(sensor, folders, mongo, instance).run_requests  # at once
+    assert request.tags[ATTEMPT_TAG] == "2"
+    monkeypatch.setattr(sensor_module, "OUTAGE_FIRST_WAIT", 0.0)  # the backoff after the first, shortened
+    for attempt in range(3, 6):  # past the batch's 3 attempts: none is used up
+        _failed_run(instance, JOB, request)
+        (request,) = tick(sensor, folders, mongo, instance).run_requests
+        assert request.tags[ATTEMPT_TAG] == str(attempt)
+
+
+def test_a_run_that_failed_inside_waits_error_time_and_counts(folders, mongo, instance):
+    from support import JOB, put, tick
+
+    put(folders.proc_folder(), "a.csv")
+    sensor = proc_folder_sensor(JOB, min_age_seconds=0)
+    (request,) = tick(sensor, folders, mongo, instance).run_requests
+    _failed_run(instance, JOB, request, reason="STEP_FAILURE")
+    result = tick(sensor, folders, mongo, instance)
+    assert result.run_requests == []
+    assert "run 2 (2 of 3 attempts) in 60s" in result.skip_message
