@@ -32,7 +32,7 @@ run-smoke: $(STAMP)
 # failed under the load, so the default is one process (0).
 TEST_WORKERS ?= 0
 test: $(STAMP)
-	eval "$$(bash scripts/test-services.sh)"; $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	eval "$$(bash scripts/test-services.sh)"; $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not bench"
 
 test-stress: $(STAMP)
 	CORE4_STRESS=1 $(BIN)/python -m pytest -q -m stress
@@ -40,8 +40,9 @@ test-stress: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Every benchmark at a tiny size, and each result checked (tests/test_bench_smoke.py): they work.
 bench-smoke: $(STAMP)
-	$(BIN)/python -m bench --smoke
+	$(BIN)/python -m pytest -q -m bench tests/test_bench_smoke.py
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install -q ruff

@@ -20,6 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.live
+@pytest.mark.bench  # make bench-smoke, not make test: two minutes that time nothing
 @pytest.mark.timeout(900)
 def test_smoke_run_writes_every_result(tmp_path):
     results = tmp_path / "results"

@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
     p.set_defaults(run=cmd_demo)
     # Commands that live beside their implementation: operations on runs, and the clean-up sweep.
-    from core4_pipelines.coco import alerts, clean, control, files, info, operate, retry
+    from core4_pipelines.coco import alerts, clean, control, files, info, operate, retry, worker
 
     operate.add_commands(sub)
     control.add_commands(sub)
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_commands(sub)
     files.add_commands(sub)
     alerts.add_commands(sub)
+    worker.add_commands(sub)
     # --home and --root work before the verb and after it (`coco serve --home projects`): a
     # user told to pass them should not have to know where argparse wants them. SUPPRESS keeps a
     # verb's unset option from overwriting the value given before the verb.

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 
 import yaml
 
+from core4_pipelines.engine import BROKER_URL_ENV, DEFAULT_QUEUE
 from core4_pipelines.errors import PipelineError
 from core4_pipelines.tags import JOB_TAG
 from core4_resources.config.settings import Settings
@@ -67,11 +68,22 @@ def instance_config(
     job_limits: Mapping[str, int] | None = None,
     zombie_time: float | None = None,
     python_logs: Mapping | None = None,
+    engine: str = "local",
 ) -> dict:
     """The content of dagster.yaml. ``job_limits``: max_parallel per ``<project>.<job>``;
     ``zombie_time``: seconds a run may stay starting or canceling before it is marked failed;
-    ``python_logs``: where run logs go besides Dagster's own storage (core4_resources.logs)."""
+    ``python_logs``: where run logs go besides Dagster's own storage (core4_resources.logs);
+    ``engine`` ``celery``: runs are Celery tasks that `coco worker`s execute (docs/scale-out.md)."""
     config = storage_config(home, postgres)
+    if engine == "celery":
+        # Dagster's Celery run launcher, with the health check that also asks the worker itself
+        # (core4_pipelines/engine/launcher.py): run monitoring then fails the runs of a dead worker.
+        config["run_launcher"] = {
+            "module": "core4_pipelines.engine.launcher",
+            "class": "SupervisedCeleryRunLauncher",
+            "config": {"broker": {"env": BROKER_URL_ENV}, "backend": {"env": BROKER_URL_ENV},
+                       "default_queue": DEFAULT_QUEUE},
+        }
     monitoring: dict = {"enabled": True, "poll_interval_seconds": 5}
     if zombie_time:
         # A run whose worker process dies while it runs is marked failed by the code server
@@ -123,6 +135,7 @@ def write_instance(settings: Settings, *, job_limits: Mapping[str, int] | None =
     options.setdefault("zombie_time", settings.job.zombie_time)
     options.setdefault("max_concurrent_runs", settings.dagster.max_concurrent_runs)
     options.setdefault("python_logs", python_logs_config(settings.logging))
+    options.setdefault("engine", settings.dagster.engine)
     config = instance_config(home, postgres=bool(settings.dagster.postgres_url), job_limits=job_limits, **options)
     text = "# Written by coco from the core4 configuration; edits are overwritten.\n"
     text += yaml.safe_dump(config, sort_keys=False)
@@ -197,6 +210,8 @@ def instance_environment(settings: Settings) -> dict[str, str]:
     env = {"DAGSTER_HOME": dagster_home(settings)}
     if settings.dagster.postgres_url:
         env[POSTGRES_URL_ENV] = with_postgres_driver(settings.dagster.postgres_url)
+    if settings.dagster.broker_url:
+        env[BROKER_URL_ENV] = settings.dagster.broker_url
     return env
 
 

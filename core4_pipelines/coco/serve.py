@@ -40,6 +40,8 @@ from core4_resources.mongo.embedded.server import EmbeddedMongo
 from core4_resources.mongo.embedded.root import root_server
 from core4_resources.errors import EmbeddedMongoError
 
+from core4_pipelines.engine import check_engine
+
 MONGO_URL_ENV = "CORE4_OPTION_DEFAULT__mongo_url"
 
 
@@ -112,6 +114,7 @@ def serve(settings: Settings, host: str, port: int, say: Callable[[str], None] =
     home = settings.folder.home
     if not home:
         raise PipelineError("folder.home is not set: pass --home DIR or set folder.home in your config")
+    check_engine(settings, PipelineError)  # celery: a broker, PostgreSQL and a MongoDB every machine reaches
     check_port_free(host, port)
     # Dagster's own files (run and event storage, logs, compute logs) are created by processes
     # this one starts: with this umask they are 0640/0750 like ours, whatever the shell's was.

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
@@ -154,6 +154,8 @@ class DagsterSettings(_Frozen):
     max_concurrent_runs: int = Field(ge=1, le=1000)
     home: str | None = Field(description="an absolute path, or ~ (<folder.root>/dagster)")
     postgres_url: str | None
+    engine: Literal["local", "celery"] = Field("local", description="local or celery")
+    broker_url: str | None = Field(None, description="a broker URL, e.g. redis://host:6379/0")
 
     @field_validator("home")
     @classmethod

@@ -266,14 +266,18 @@ def base_env() -> dict[str, str]:
 
 @contextlib.contextmanager
 def coco_serve(base: Path, make_projects: Callable[[Path, dict], None], expected: tuple[str, ...],
-               dagster: dict | None = None, extra_env: dict[str, str] | None = None) -> Iterator[LiveStack]:
-    """Start `coco serve` over a fresh home under ``base``; wait until every location has loaded."""
+               dagster: dict | None = None, extra_env: dict[str, str] | None = None,
+               mongo_url: str | None = None) -> Iterator[LiveStack]:
+    """Start `coco serve` over a fresh home under ``base``; wait until every location has loaded.
+    ``mongo_url``: a MongoDB of the test's own (configured as mongo_url: no embedded server)."""
     root, home = base / "root", base / "home"
     port = free_port()
     config_path = base / "local.yaml"
     config = {"folder": {"root": str(root), "home": str(home)},
               # no dagster.host: the packaged default (127.0.0.1) is what the security test checks
               "dagster": {"port": port, **(dagster or {})}}
+    if mongo_url:
+        config["DEFAULT"] = {"mongo_url": mongo_url}
     config_path.write_text(yaml.safe_dump(config))
     env = base_env()
     env["CORE4_CONFIG"] = str(config_path)
@@ -294,10 +298,11 @@ def coco_serve(base: Path, make_projects: Callable[[Path, dict], None], expected
             found = re.search(r"embedded MongoDB on (mongodb://\S+)", log_path.read_text(errors="replace"))
             return found and found.group(1)
 
-        printed = wait_for(mongo_line, 60, "the embedded MongoDB", details, interval=0.2)
-        # coco serve prints the URL with its password masked; a client takes it from the
-        # credentials file beside the data (0600, readable by this user).
-        mongo_url = url_with_credentials(printed, root / "mongo.credentials")
+        if not mongo_url:
+            printed = wait_for(mongo_line, 60, "the embedded MongoDB", details, interval=0.2)
+            # coco serve prints the URL with its password masked; a client takes it from the
+            # credentials file beside the data (0600, readable by this user).
+            mongo_url = url_with_credentials(printed, root / "mongo.credentials")
         url = f"http://127.0.0.1:{port}"
         stack = LiveStack(
             url=url, graphql_url=f"{url}/graphql", root=root, home=home, mongo_url=mongo_url,
