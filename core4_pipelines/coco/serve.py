@@ -41,6 +41,7 @@ from core4_resources.mongo.embedded.root import root_server
 from core4_resources.errors import EmbeddedMongoError
 
 from core4_pipelines.engine import check_engine
+from core4_resources.files.probe import probe_root
 
 MONGO_URL_ENV = "CORE4_OPTION_DEFAULT__mongo_url"
 
@@ -116,6 +117,7 @@ def serve(settings: Settings, host: str, port: int, say: Callable[[str], None] =
         raise PipelineError("folder.home is not set: pass --home DIR or set folder.home in your config")
     check_engine(settings, PipelineError)  # celery: a broker, PostgreSQL and a MongoDB every machine reaches
     check_port_free(host, port)
+    probe_root(settings.folder.root)  # claims and batch locks stay exclusive there (a network share may not)
     # Dagster's own files (run and event storage, logs, compute logs) are created by processes
     # this one starts: with this umask they are 0640/0750 like ours, whatever the shell's was.
     os.umask(PROCESS_UMASK)

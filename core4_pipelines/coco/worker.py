@@ -18,6 +18,7 @@ import sys
 
 from core4_pipelines.coco.errors import OperateError
 from core4_pipelines.engine import DEFAULT_QUEUE, check_engine
+from core4_resources.files.probe import probe_root
 
 
 def worker_command(queue: str, concurrency: int, name: str) -> list[str]:
@@ -41,6 +42,7 @@ def cmd_worker(args) -> int:
         raise OperateError("folder.home is not set: pass --home DIR or set folder.home in your config")
     if args.concurrency < 1:
         raise OperateError(f"--concurrency {args.concurrency}: expected 1 or more runs at once")
+    probe_root(settings.folder.root)  # the shared root keeps claims and batch locks exclusive
     home, _ = ensure_instance(settings)
     env = {**os.environ, **instance_environment(settings), "DAGSTER_HOME": home,
            "CORE4_OPTION_folder__home": settings.folder.home, "CORE4_OPTION_folder__root": settings.folder.root}
