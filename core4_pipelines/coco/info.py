@@ -11,6 +11,7 @@ the folder counts are printed all the same.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -143,6 +144,33 @@ def disk_line(settings) -> str:
     return f"claims paused: {low}" if low else f"enough free under root, archive and error (folder.min_free {folder.min_free})"
 
 
+# Dagster's serdes keeps the field's old name: pipeline_run_id.
+_RUN_ID = re.compile(r"""['"](?:pipeline_)?run_id['"]: ['"]([0-9a-f-]{36})['"]""")
+
+
+def workers_line(settings) -> str:
+    """engine celery: the workers that answer on the broker (Celery's inspect), each with its runs."""
+    from celery import Celery
+
+    url = settings.dagster.broker_url
+    app = Celery("core4-info", broker=url, backend=url)
+    app.conf.update(broker_connection_retry_on_startup=False, broker_connection_timeout=2, broker_connection_max_retries=0)
+    try:
+        active = app.control.inspect(timeout=1.0).active() or {}
+    except Exception as exc:  # kombu's errors differ by transport: each means the broker is out of reach
+        return f"unknown: the broker {mask_url(url)} does not answer ({type(exc).__name__}: {exc})"
+    finally:
+        app.close()
+    if not active:
+        return f"none answers on {mask_url(url)}: start one with `coco worker`"
+    parts = []
+    for name, tasks in sorted(active.items()):
+        # The run's id is in the task's packed arguments (a dict, or its repr, by Celery's version).
+        runs = [found.group(1)[:8] if (found := _RUN_ID.search(repr(t))) else "?" for t in tasks]
+        parts.append(f"{name} ({len(runs)} runs{': ' + ', '.join(runs) if runs else ''})")
+    return f"{len(parts)}: " + "; ".join(parts)
+
+
 def heartbeat_line(api: DagsterAPI, now: float) -> str:
     statuses = api.query(DAEMON_HEALTH)["instance"]["daemonHealth"]["allDaemonStatuses"]
     required = [s for s in statuses if s["required"]]
@@ -178,6 +206,8 @@ def info_lines(settings, api: DagsterAPI | None, state, projects: list[str],
             lines.append(f"daemon     unknown: {exc}")
     lines.append(f"mongodb    {mongo}")
     lines.append(f"disk       {disk_line(settings)}")
+    if settings.dagster.engine == "celery" and settings.dagster.broker_url:
+        lines.append(f"workers    {workers_line(settings)}")
     if reachable:
         from core4_pipelines.coco.control import instigators
 

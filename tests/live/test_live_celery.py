@@ -221,19 +221,37 @@ def test_files_of_three_projects_are_imported_once_by_both_workers(celery_stack)
     assert all(n > 0 for n in counts.values()), f"runs per worker: {counts}"
 
 
+def _started_on_a_worker(stack, instance):
+    """(a run in progress, the worker running it), once there is one."""
+    def running():
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            pid = worker_pid(instance, run.run_id)
+            owner = next((w for w in stack.workers if pid in w.pids()), None)
+            if owner is not None:
+                return run, owner
+        return None
+
+    return wait_for(running, 120, "a run in progress on a worker", lambda: _logs(stack))
+
+
+@pytest.mark.timeout(900)
+def test_coco_info_shows_each_worker_and_its_runs(celery_stack):
+    _drop(celery_stack, "slow", "info", 20, rows=20)
+    with _instance(celery_stack) as instance:
+        run, owner = _started_on_a_worker(celery_stack, instance)
+        shown = celery_stack.coco("info")
+    assert shown.returncode == 0, shown.stderr
+    (line,) = [x for x in shown.stdout.splitlines() if x.startswith("workers")]
+    assert line.startswith("workers    2: ") and "w1@" in line and "w2@" in line, line
+    assert re.search(rf"{owner.name}@\S+ \([12] runs: [^)]*{run.run_id[:8]}", line), line
+    _imported_once(celery_stack, "slow", "info", 20, 20, 300)
+
+
 @pytest.mark.timeout(900)
 def test_a_worker_killed_mid_batch_is_noticed_and_its_batch_imported_by_the_other(celery_stack):
     _drop(celery_stack, "slow", "kill", 40, rows=20)  # 1 s per file, 10 s per batch
     with _instance(celery_stack) as instance:
-        def running():
-            for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
-                pid = worker_pid(instance, run.run_id)
-                owner = next((w for w in celery_stack.workers if pid in w.pids()), None)
-                if owner is not None:
-                    return run, owner
-            return None
-
-        victim, owner = wait_for(running, 120, "a run in progress on a worker", lambda: _logs(celery_stack))
+        victim, owner = _started_on_a_worker(celery_stack, instance)
         owner.kill()
         _imported_once(celery_stack, "slow", "kill", 40, 20, 300)
         failed = instance.get_run_by_id(victim.run_id)
