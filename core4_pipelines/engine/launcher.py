@@ -7,6 +7,10 @@ the result backend. A worker killed as a whole (kill -9, a machine gone) leaves 
 busy prefork worker answers from its main process): no answer within ``PING_TIMEOUT`` twice
 in a row, and run monitoring fails the run -- a failure with no reason, which the proc sensor
 runs again at once, using no attempt (core4_pipelines/supervise/failures.py).
+
+``terminate`` marks the run canceling before it revokes the task, as Dagster's other launchers
+do: the run, interrupted in its worker, then ends canceled (waiting for a human, like a run
+killed on one machine), not failed (which the proc sensor would run again by itself).
 """
 
 from __future__ import annotations
@@ -24,6 +28,13 @@ class SupervisedCeleryRunLauncher(CeleryRunLauncher):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._silent: dict[str, int] = {}  # worker hostname -> pings in a row it did not answer
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            return False
+        self._instance.report_run_canceling(run)
+        return super().terminate(run_id)
 
     def check_run_worker_health(self, run):
         result = super().check_run_worker_health(run)

@@ -23,7 +23,7 @@ from livestack import BIN, coco_serve, descendants, drop_into_proc, wait_for
 
 from core4_pipelines.coco.instance import POSTGRES_URL_ENV, with_postgres_driver
 from core4_pipelines.supervise.recovery import worker_pid
-from core4_pipelines.tags import BATCH_TAG
+from core4_pipelines.tags import BATCH_TAG, SOURCES_TAG
 
 PROJECTS = ("fast1", "fast2", "slow")
 FILES = {"fast1": 700, "fast2": 700, "slow": 600}  # 2,000 files
@@ -221,10 +221,12 @@ def test_files_of_three_projects_are_imported_once_by_both_workers(celery_stack)
     assert all(n > 0 for n in counts.values()), f"runs per worker: {counts}"
 
 
-def _started_on_a_worker(stack, instance):
-    """(a run in progress, the worker running it), once there is one."""
+def _started_on_a_worker(stack, instance, tag: str):
+    """(a run in progress on files named ``tag-…``, the worker running it), once there is one."""
     def running():
         for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            if f'"{tag}-' not in run.tags.get(SOURCES_TAG, ""):
+                continue  # a run of an earlier test, just finishing
             pid = worker_pid(instance, run.run_id)
             owner = next((w for w in stack.workers if pid in w.pids()), None)
             if owner is not None:
@@ -238,7 +240,7 @@ def _started_on_a_worker(stack, instance):
 def test_coco_info_shows_each_worker_and_its_runs(celery_stack):
     _drop(celery_stack, "slow", "info", 20, rows=20)
     with _instance(celery_stack) as instance:
-        run, owner = _started_on_a_worker(celery_stack, instance)
+        run, owner = _started_on_a_worker(celery_stack, instance, "info")
         shown = celery_stack.coco("info")
     assert shown.returncode == 0, shown.stderr
     (line,) = [x for x in shown.stdout.splitlines() if x.startswith("workers")]
@@ -251,7 +253,7 @@ def test_coco_info_shows_each_worker_and_its_runs(celery_stack):
 def test_a_worker_killed_mid_batch_is_noticed_and_its_batch_imported_by_the_other(celery_stack):
     _drop(celery_stack, "slow", "kill", 40, rows=20)  # 1 s per file, 10 s per batch
     with _instance(celery_stack) as instance:
-        victim, owner = _started_on_a_worker(celery_stack, instance)
+        victim, owner = _started_on_a_worker(celery_stack, instance, "kill")
         owner.kill()
         _imported_once(celery_stack, "slow", "kill", 40, 20, 300)
         failed = instance.get_run_by_id(victim.run_id)
@@ -290,3 +292,18 @@ def test_the_daemon_killed_mid_import_loses_nothing(celery_stack):
 
     os.kill(wait_for(daemon, 60, "Dagster's daemon under coco serve"), signal.SIGKILL)
     _imported_once(celery_stack, "fast2", "daemon", 300, ROWS, 400)
+
+
+@pytest.mark.timeout(900)
+def test_coco_kill_stops_a_run_on_a_worker_and_coco_restart_imports_its_batch(celery_stack):
+    _drop(celery_stack, "slow", "killcmd", 10, rows=40)  # one batch, 20 s
+    with _instance(celery_stack) as instance:
+        run, _owner = _started_on_a_worker(celery_stack, instance, "killcmd")
+        killed = celery_stack.coco("kill", run.run_id)
+        assert killed.returncode == 0, killed.stdout + killed.stderr
+        wait_for(lambda: instance.get_run_by_id(run.run_id).is_finished, 120, "the killed run to end",
+                 lambda: f"status {instance.get_run_by_id(run.run_id).status}\n" + _logs(celery_stack))
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELED
+        restarted = celery_stack.coco("restart", run.run_id)
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    _imported_once(celery_stack, "slow", "killcmd", 10, 40, 300)
