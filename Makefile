@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run run-smoke test test-stress bench bench-smoke lint clean
+.PHONY: run run-smoke test test-scale test-stress bench bench-smoke lint clean
 
 # Reinstall when pyproject.toml changes (the stamp is older than it).
 $(STAMP): pyproject.toml
@@ -32,7 +32,12 @@ run-smoke: $(STAMP)
 # failed under the load, so the default is one process (0).
 TEST_WORKERS ?= 0
 test: $(STAMP)
-	eval "$$(bash scripts/test-services.sh)"; $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not bench"
+	eval "$$(bash scripts/test-services.sh)"; $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not bench and not scale"
+
+# The scale-out suite (tests/live/test_live_celery.py: Redis, PostgreSQL, coco serve and two Celery
+# workers, kill -9 of a worker, the broker, the daemon); three minutes, so out of make test.
+test-scale: $(STAMP)
+	$(BIN)/python -m pytest -q -m scale
 
 test-stress: $(STAMP)
 	CORE4_STRESS=1 $(BIN)/python -m pytest -q -m stress

@@ -25,6 +25,8 @@ from core4_pipelines.coco.instance import POSTGRES_URL_ENV, with_postgres_driver
 from core4_pipelines.supervise.recovery import worker_pid
 from core4_pipelines.tags import BATCH_TAG, SOURCES_TAG
 
+pytestmark = pytest.mark.scale  # make test-scale (.ci/run runs it): three minutes, out of make test
+
 PROJECTS = ("fast1", "fast2", "slow")
 FILES = {"fast1": 700, "fast2": 700, "slow": 600}  # 2,000 files
 ROWS = 3
