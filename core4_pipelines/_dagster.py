@@ -85,3 +85,20 @@ def resolve_asset_job(job: Any, assets: Sequence[Any], resource_defs: Mapping[st
 
     resolved = job.resolve(asset_graph=AssetGraph.from_assets(list(assets)), resource_defs=dict(resource_defs))
     return resolved._copy(resource_defs={}, _was_explicitly_provided_resources=False)
+
+
+def run_worker_health(status: str, message: str | None = None) -> Any:
+    """A run launcher's answer to ``check_run_worker_health``: ``status`` one of ``RUNNING``,
+    ``SUCCESS``, ``FAILED``, ``UNKNOWN`` (Dagster's ``WorkerStatus``).
+
+    A launcher (here the Celery one's subclass, core4_pipelines/engine/launcher.py) answers in
+    Dagster's types, which only ``dagster._core.launcher`` exports. Read from Dagster 1.13.27.
+    """
+    from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+
+    return CheckRunHealthResult(WorkerStatus[status], message)
+
+
+def worker_status(result: Any) -> str:
+    """The ``WorkerStatus`` name of a health check's result (see :func:`run_worker_health`)."""
+    return result.status.name

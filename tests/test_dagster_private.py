@@ -135,3 +135,12 @@ def _module_classes(config):
             yield config["module"], config["class"]
         for value in config.values():
             yield from _module_classes(value)
+
+
+def test_a_launchers_health_answer_is_dagsters_own_type():
+    from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+
+    answer = _dagster.run_worker_health("FAILED", "the worker does not answer")
+    assert isinstance(answer, CheckRunHealthResult) and answer.status is WorkerStatus.FAILED
+    assert answer.msg == "the worker does not answer"
+    assert {_dagster.worker_status(_dagster.run_worker_health(s)) for s in ("RUNNING", "UNKNOWN")} == {"RUNNING", "UNKNOWN"}

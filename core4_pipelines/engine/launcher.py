@@ -15,9 +15,10 @@ killed on one machine), not failed (which the proc sensor would run again by its
 
 from __future__ import annotations
 
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
+
+from core4_pipelines._dagster import run_worker_health, worker_status
 
 PING_TIMEOUT = 2.0
 
@@ -38,7 +39,7 @@ class SupervisedCeleryRunLauncher(CeleryRunLauncher):
 
     def check_run_worker_health(self, run):
         result = super().check_run_worker_health(run)
-        if result.status not in (WorkerStatus.RUNNING, WorkerStatus.UNKNOWN):
+        if worker_status(result) not in ("RUNNING", "UNKNOWN"):
             return result
         task = self.celery.AsyncResult(run.tags[DAGSTER_CELERY_TASK_ID_TAG])
         info = task.info if task.state == "STARTED" else None
@@ -51,7 +52,7 @@ class SupervisedCeleryRunLauncher(CeleryRunLauncher):
         self._silent[hostname] = self._silent.get(hostname, 0) + 1
         if self._silent[hostname] < 2:
             return result
-        return CheckRunHealthResult(
-            WorkerStatus.FAILED,
+        return run_worker_health(
+            "FAILED",
             f"the Celery worker {hostname} (pid {info.get('pid')}) that started this run does not answer",
         )

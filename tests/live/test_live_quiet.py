@@ -13,8 +13,8 @@ from liveprojects import copy_demo
 from livestack import coco_serve, descendants, sensor_to_archive
 
 # Sensor ticks every 10 s (proc sensor) and 5 s (core4_monitor, core4_chain): this long idle
-# gives each several ticks that claimed nothing.
-IDLE_SECONDS = 25
+# gives each at least one tick that claimed nothing (the monitor and chain two).
+IDLE_SECONDS = 12
 
 
 def demo_only(home: Path, env: dict) -> None:
