@@ -25,6 +25,7 @@ BENCHMARKS = (
     "readers",
     "sftp",
     "end_to_end",
+    "engine_celery",
     "memory",
 )
 
