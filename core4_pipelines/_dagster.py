@@ -102,3 +102,35 @@ def run_worker_health(status: str, message: str | None = None) -> Any:
 def worker_status(result: Any) -> str:
     """The ``WorkerStatus`` name of a health check's result (see :func:`run_worker_health`)."""
     return result.status.name
+
+
+def execute_run_args(packed: Any) -> Any:
+    """The ``ExecuteRunArgs`` a Celery run task receives from Dagster's Celery run launcher
+    (packed with ``pack_value``), unpacked. Dagster's run execution entry points and their
+    argument types are in ``dagster._cli.api`` and ``dagster._grpc.types`` only; dagster_celery's
+    own task uses the same. Read from Dagster 1.13.27."""
+    from dagster._grpc.types import ExecuteRunArgs
+    from dagster._serdes import unpack_value
+
+    return unpack_value(packed, as_type=ExecuteRunArgs)
+
+
+def execute_run_here(args: Any) -> int:
+    """Execute the run of ``args`` in this process, as dagster_celery's task does: its exit code."""
+    from dagster import DagsterInstance
+    from dagster._cli.api import _execute_run_command_body
+
+    with DagsterInstance.get() as instance:
+        return _execute_run_command_body(
+            instance=instance, run_id=args.run_id, write_stream_fn=lambda _event: None,
+            set_exit_code_on_failure=True if args.set_exit_code_on_failure is None else args.set_exit_code_on_failure)
+
+
+def execute_run_environment(args: Any) -> dict[str, str]:
+    """The environment that makes ``python -m dagster api execute_run`` (Dagster's run worker
+    command, the one its default launcher starts) execute the run of ``args``: it reads them,
+    serialized, from DAGSTER_EXECUTE_RUN_ARGS (kept out of the command line, which every user
+    of the machine can read)."""
+    from dagster._serdes import serialize_value
+
+    return {"DAGSTER_EXECUTE_RUN_ARGS": serialize_value(args)}

@@ -144,3 +144,20 @@ def test_a_launchers_health_answer_is_dagsters_own_type():
     assert isinstance(answer, CheckRunHealthResult) and answer.status is WorkerStatus.FAILED
     assert answer.msg == "the worker does not answer"
     assert {_dagster.worker_status(_dagster.run_worker_health(s)) for s in ("RUNNING", "UNKNOWN")} == {"RUNNING", "UNKNOWN"}
+
+
+def test_the_run_args_a_celery_task_gets_are_what_dagsters_run_worker_command_reads(tmp_path):
+    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._grpc.types import ExecuteRunArgs
+    from dagster._serdes import deserialize_value, pack_value
+
+    origin = JobPythonOrigin("rows", RepositoryPythonOrigin(
+        executable_path="/srv/home/prices/.venv/bin/python",
+        code_pointer=ModuleCodePointer("prices.definitions", "defs", str(tmp_path))))
+    sent = ExecuteRunArgs(job_origin=origin, run_id="r1", instance_ref=None, set_exit_code_on_failure=True)
+    got = _dagster.execute_run_args(pack_value(sent))  # as dagster_celery's launcher packs it
+    assert got.run_id == "r1" and got.job_origin.executable_path == "/srv/home/prices/.venv/bin/python"
+    # `dagster api execute_run` reads its input from this variable (its click argument's envvar).
+    (name, text), = _dagster.execute_run_environment(got).items()
+    assert name == "DAGSTER_EXECUTE_RUN_ARGS" and deserialize_value(text, ExecuteRunArgs) == sent

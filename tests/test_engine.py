@@ -5,6 +5,10 @@ The live run of it all is tests/live/test_live_celery.py."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import dagster as dg
 import pytest
@@ -13,6 +17,7 @@ from support import coco
 
 from core4_pipelines.coco.instance import instance_environment, write_instance
 from core4_pipelines.engine import BROKER_URL_ENV, engine_problems
+from core4_pipelines.engine.run_task import project_interpreter
 from core4_resources.config.settings import load_config
 from core4_resources.errors import ConfigError
 
@@ -70,3 +75,82 @@ def test_local_writes_no_launcher_and_coco_worker_says_how_to_get_one(isolated_c
     done = coco("worker", env=dict(os.environ))
     assert done.returncode != 0
     assert "dagster.engine is local: runs execute on the machine of `coco serve`" in done.stderr
+
+
+def test_a_run_goes_to_its_projects_own_interpreter_only_when_that_is_below_folder_home(tmp_path):
+    home = tmp_path / "home"
+    own = str(home / "prices" / ".venv" / "bin" / "python")
+    assert project_interpreter(own, str(home)) == own
+    assert project_interpreter("/opt/core4/.venv/bin/python", str(home)) is None  # the serving machine's own
+    assert project_interpreter(sys.executable, os.path.dirname(sys.executable)) is None  # the worker's own
+    assert project_interpreter(own, None) is None and project_interpreter(None, str(home)) is None
+
+
+# Stands for a project's interpreter running Dagster's run worker: says it is up, and exits 3 on an interrupt.
+FAKE_RUN_WORKER = """#!{python}
+import os, signal, sys, time
+signal.signal(signal.SIGINT, lambda *_: sys.exit(3))
+with open({pidfile!r}, "w") as out:
+    out.write(str(os.getpid()))
+time.sleep(300)
+"""
+
+# The task's process: executes a run with the fake interpreter and writes what it answered.
+TASK_PROCESS = """
+import sys, types
+from core4_pipelines.engine import run_task
+run_task.execute_run_environment = lambda args: {{}}
+code = run_task.execute_in({interpreter!r}, types.SimpleNamespace(run_id="r1"))
+open({answer!r}, "w").write(str(code))
+"""
+
+
+def _task_with_fake_run_worker(tmp_path):
+    interpreter = tmp_path / "home" / "p" / ".venv" / "bin" / "python"
+    interpreter.parent.mkdir(parents=True)
+    pidfile, answer = tmp_path / "child.pid", tmp_path / "answer"
+    interpreter.write_text(FAKE_RUN_WORKER.format(python=sys.executable, pidfile=str(pidfile)))
+    interpreter.chmod(0o755)
+    task = subprocess.Popen([sys.executable, "-c", TASK_PROCESS.format(interpreter=str(interpreter),
+                                                                      answer=str(answer))])
+    deadline = time.monotonic() + 60
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return task, int(pidfile.read_text()), answer
+
+
+def _gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split(") ")[1].startswith("Z"):
+                    return True  # dead, its parent (init here) not yet reaped it
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_revoked_task_interrupts_its_run_worker_and_answers_its_exit_code(tmp_path):
+    task, child, answer = _task_with_fake_run_worker(tmp_path)
+    try:
+        task.send_signal(signal.SIGTERM)  # what Celery's revoke(terminate=True) sends: coco kill
+        assert task.wait(30) == 0
+        assert answer.read_text() == "3"  # the run worker had its interrupt (SIGINT) and ended by it
+        assert _gone(child)
+    finally:
+        task.kill()
+
+
+def test_a_task_process_killed_with_9_takes_its_run_worker_along(tmp_path):
+    task, child, answer = _task_with_fake_run_worker(tmp_path)
+    try:
+        os.kill(task.pid, signal.SIGKILL)
+        task.wait(10)
+        assert _gone(child), f"the run worker (pid {child}) outlived its task process"
+        assert not answer.exists()
+    finally:
+        task.kill()
+        if not _gone(child, 0):
+            os.kill(child, signal.SIGKILL)

@@ -5,7 +5,8 @@ It is Dagster's own Celery run task (``dagster_celery``), started on the core4 c
 broker with the DAGSTER_HOME that `coco serve` uses (its dagster.yaml written here when this
 machine has none: the same PostgreSQL storage and run launcher). A run's job is loaded from the
 code location the run was launched from, so this machine needs folder.home and the folder root
-at the same paths, and the same configuration. The process becomes the Celery worker: Ctrl-C
+at the same paths, and the same configuration; a project with a .venv of its own runs in that
+interpreter (core4_pipelines/engine/run_task.py). The process becomes the Celery worker: Ctrl-C
 (or SIGTERM) stops it after the runs in progress (a second one at once).
 """
 

@@ -3,7 +3,9 @@ and result store, PostgreSQL (pgserver) for Dagster's storage, the suite's Mongo
 (webserver and daemon: no run runs on its machine) and two `coco worker`s with working folders of
 their own. Files over three projects are imported exactly once by both workers; a worker killed
 with -9 mid-batch has its run failed by Dagster's run monitoring and the batch imported again by
-the other; the broker killed with -9 and started again loses nothing. No command is typed."""
+the other; the broker killed with -9 and started again loses nothing. No command is typed. A
+project with a .venv of its own runs there on a worker too, and the operators' supervision
+(zombies, defer, wall_time, pause) works on workers as on one machine."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 import dagster as dg
 import pymongo
 import pytest
+from liveprojects import shared_venv
 from livestack import BIN, coco_serve, descendants, drop_into_proc, wait_for
 
 from core4_pipelines.coco.instance import POSTGRES_URL_ENV, with_postgres_driver
@@ -54,7 +57,70 @@ defs = project_definitions(
 '''
 
 
+# A project with a .venv of its own, and the jobs the operators' supervision acts on.
+VENV_PROJECT = "isolated"
+VENV_DEFINITIONS = '''"""isolated: its own .venv (a module only it has); jobs that go silent, overrun, defer."""
+
+import sys
+import time
+
+import dagster as dg
+
+import ownvenv_only
+from core4_pipelines import core4_op, defer, job_properties, project_definitions
+
+
+@dg.op
+def report_interpreter(context):
+    context.log.info(f"interpreter={sys.prefix} ownvenv_only={ownvenv_only.__file__}")
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def which_python():
+    report_interpreter()
+
+
+@dg.op
+def sleep_silently():
+    time.sleep(600)
+
+
+@job_properties(zombie_time=6, zombie_action="kill")
+@dg.job(executor_def=dg.in_process_executor)
+def sleeper():
+    sleep_silently()
+
+
+@job_properties(wall_time=4)
+@dg.job(executor_def=dg.in_process_executor)
+def overruns():
+    sleep_silently()
+
+
+@core4_op
+def wait_once(context):
+    if not context.run.tags.get("core4/defer_count"):
+        defer("upstream not ready")
+    context.log.info("upstream ready")
+
+
+@job_properties(defer_time=2, defer_max=600)
+@dg.job(executor_def=dg.in_process_executor)
+def deferrer():
+    wait_once()
+
+
+defs = project_definitions("isolated", jobs=[which_python, sleeper, overruns, deferrer])
+'''
+
+
 def make_projects(home: Path, env: dict) -> None:
+    package = home / VENV_PROJECT / VENV_PROJECT
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('__project__ = "core4"\n__version__ = "0.1.0"\n')
+    (package / f"{VENV_PROJECT}.yaml").write_text("")
+    (package / "definitions.py").write_text(VENV_DEFINITIONS)
+    shared_venv(home / VENV_PROJECT / ".venv")
     for name in PROJECTS:
         package = home / name / name
         package.mkdir(parents=True)
@@ -156,7 +222,8 @@ def celery_stack(tmp_path_factory, mongo_server):
     try:
         dagster = {"engine": "celery", "broker_url": redis.url, "postgres_url": postgres.get_uri()}
         (base / "serve").mkdir()
-        with coco_serve(base / "serve", make_projects, PROJECTS, dagster=dagster, mongo_url=mongo_server.url) as stack:
+        with coco_serve(base / "serve", make_projects, (*PROJECTS, VENV_PROJECT), dagster=dagster,
+                        mongo_url=mongo_server.url) as stack:
             env = {**os.environ, **stack.env, POSTGRES_URL_ENV: with_postgres_driver(postgres.get_uri())}
             for name in ("w1", "w2"):
                 worker = Worker(name, base / name, env)
@@ -309,3 +376,74 @@ def test_coco_kill_stops_a_run_on_a_worker_and_coco_restart_imports_its_batch(ce
         restarted = celery_stack.coco("restart", run.run_id)
         assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     _imported_once(celery_stack, "slow", "killcmd", 10, 40, 300)
+
+
+RUN_ID = re.compile(r"run ([0-9a-f-]{36})")
+
+
+def _enqueued(stack, job: str, *more: str) -> str:
+    done = stack.coco("enqueue", f"{VENV_PROJECT}.{job}", *more)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return RUN_ID.search(done.stdout).group(1)
+
+
+def _tags(run: dict) -> dict[str, str]:
+    return {tag["key"]: tag["value"] for tag in run["tags"]}
+
+
+@pytest.mark.timeout(600)
+def test_a_project_with_its_own_venv_runs_in_that_interpreter_on_a_worker(celery_stack):
+    run_id = _enqueued(celery_stack, "which_python")
+    run = celery_stack.wait_for_run(run_id, 180)
+    messages = celery_stack.run_messages(run_id)
+    assert run["status"] == "SUCCESS", messages[-10:]
+    assert "dagster-celery/task_id" in _tags(run)
+    venv = celery_stack.home / VENV_PROJECT / ".venv"
+    # The module only the project's .venv has was imported: the worker's own interpreter has no such module.
+    assert any(f"interpreter={venv}" in m and "ownvenv_only=" in m for m in messages), messages[-10:]
+
+
+@pytest.mark.timeout(600)
+def test_a_silent_run_on_a_worker_is_flagged_a_zombie_and_stopped(celery_stack):
+    run_id = _enqueued(celery_stack, "sleeper")
+    run = celery_stack.wait_for_run(run_id, 180)
+    assert run["status"] == "CANCELED", run
+    assert _tags(run)["core4/state"] == "zombie"
+    assert any("zombie: no heartbeat" in m for m in celery_stack.run_messages(run_id))
+    assert run["endTime"] - run["startTime"] < 120  # the op sleeps 600 s
+
+
+@pytest.mark.timeout(600)
+def test_wall_time_stops_an_overrunning_run_on_a_worker(celery_stack):
+    run_id = _enqueued(celery_stack, "overruns")
+    run = celery_stack.wait_for_run(run_id, 180)
+    assert run["status"] in ("FAILURE", "CANCELED"), run  # as on one machine: see test_live_stack
+    assert any("maximum runtime of 4 seconds" in m for m in celery_stack.run_messages(run_id))
+    assert run["endTime"] - run["startTime"] < 120
+
+
+@pytest.mark.timeout(600)
+def test_a_deferring_run_on_a_worker_is_launched_again_and_succeeds(celery_stack):
+    first = _enqueued(celery_stack, "deferrer")
+    with _instance(celery_stack) as instance:
+        def relaunched():
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={"core4/deferred_from": first}))
+            return runs and runs[0].is_finished and runs[0]
+
+        again = wait_for(relaunched, 180, "the deferred run to be launched again and end", lambda: _logs(celery_stack))
+        assert again.status == dg.DagsterRunStatus.SUCCESS and "dagster-celery/task_id" in again.tags
+    deferred = celery_stack.run(first)
+    assert deferred["status"] == "FAILURE" and _tags(deferred)["core4/state"] in ("deferred", "relaunched")
+
+
+@pytest.mark.timeout(600)
+def test_a_paused_project_claims_nothing_and_resume_brings_its_imports(celery_stack):
+    paused = celery_stack.coco("pause", "fast1")
+    assert paused.returncode == 0, paused.stdout + paused.stderr
+    _drop(celery_stack, "fast1", "paused", 5)
+    time.sleep(8)  # several ticks of an unpaused sensor (1 s)
+    waiting = sorted(p.name for p in (celery_stack.root / "proc" / "fast1").glob("paused-*.csv"))
+    assert len(waiting) == 5, f"a paused project's files were claimed: {waiting}"
+    resumed = celery_stack.coco("resume", "fast1")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    _imported_once(celery_stack, "fast1", "paused", 5, ROWS, 180)
