@@ -77,6 +77,15 @@ def test_local_writes_no_launcher_and_coco_worker_says_how_to_get_one(isolated_c
     assert "dagster.engine is local: runs execute on the machine of `coco serve`" in done.stderr
 
 
+def test_coco_serve_on_celery_without_a_shared_mongodb_refuses_before_it_starts_anything(isolated_config, tmp_path):
+    _config(isolated_config, tmp_path, engine="celery", broker_url="redis://127.0.0.1:9/0",
+            postgres_url="postgresql://core4@127.0.0.1:9/dagster")
+    done = coco("serve", env=dict(os.environ), timeout=60)
+    assert done.returncode != 0
+    assert "mongo_url is not set: the embedded MongoDB is for one machine" in done.stderr, done.stderr
+    assert not (tmp_path / "root").exists()  # refused before anything was made: no embedded server, no folders
+
+
 def test_a_run_goes_to_its_projects_own_interpreter_only_when_that_is_below_folder_home(tmp_path):
     home = tmp_path / "home"
     own = str(home / "prices" / ".venv" / "bin" / "python")
