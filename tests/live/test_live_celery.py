@@ -447,3 +447,21 @@ def test_a_paused_project_claims_nothing_and_resume_brings_its_imports(celery_st
     resumed = celery_stack.coco("resume", "fast1")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     _imported_once(celery_stack, "fast1", "paused", 5, ROWS, 180)
+
+
+@pytest.mark.timeout(900)
+def test_coco_halt_kill_stops_the_runs_on_workers_and_resume_and_restart_import_once(celery_stack):
+    _drop(celery_stack, "slow", "halt", 10, rows=40)  # one batch, 20 s
+    with _instance(celery_stack) as instance:
+        run, _owner = _started_on_a_worker(celery_stack, instance, "halt")
+        halted = celery_stack.coco("halt", "--kill")
+        assert halted.returncode == 0, halted.stdout + halted.stderr
+        wait_for(lambda: instance.get_run_by_id(run.run_id).is_finished, 120, "the halted run to end",
+                 lambda: _logs(celery_stack))
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELED
+        for project in (*PROJECTS, VENV_PROJECT):
+            resumed = celery_stack.coco("resume", project)
+            assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        restarted = celery_stack.coco("restart", run.run_id)
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    _imported_once(celery_stack, "slow", "halt", 10, 40, 300)
