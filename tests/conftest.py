@@ -60,6 +60,9 @@ SLOW_FILES_FIRST = (
 
 def pytest_collection_modifyitems(config, items):
     if not os.environ.get("PYTEST_XDIST_WORKER"):
+        # In one process the shared live stack's files run first and together: the stack is up
+        # from their first test to their last (tests/live/conftest.py), beside no other stack.
+        items.sort(key=lambda item: item.nodeid.split("::")[0] not in LIVE_STACK_FILES)
         return
     # Every worker sorts the same way, so their collections stay equal (xdist checks).
     rank = {path: n for n, path in enumerate(SLOW_FILES_FIRST)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,12 +31,39 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.live)
 
 
+# The session's shared stack while tests still need it: stopped after the last test that uses it
+# (pytest_runtest_teardown below), not at the session's end -- its daemon, webserver and code
+# servers would otherwise share the 2 cores with every test that follows (a run-heavy test took
+# twice as long beside it).
+_SHARED: dict[str, contextlib.ExitStack] = {}
+_LAST_USER: dict[str, str | None] = {}
+
+
 @pytest.fixture(scope="session")
 def live(tmp_path_factory) -> Iterator[LiveStack]:
-    """`coco serve` over demo, second, ownvenv and broken; stopped at the end of the session."""
+    """`coco serve` over demo, second, ownvenv and broken; stopped after its last test."""
     base = tmp_path_factory.mktemp("live")
-    with coco_serve(base, make_home, PROJECTS) as stack:
+    with contextlib.ExitStack() as running:
+        stack = running.enter_context(coco_serve(base, make_home, PROJECTS))
+        _SHARED["running"] = running
         yield stack
+    _SHARED.pop("running", None)
+
+
+def _last_user(session) -> str | None:
+    """The node id of the session's last test that uses the shared stack."""
+    if "nodeid" not in _LAST_USER:
+        users = [item.nodeid for item in session.items if "live" in getattr(item, "fixturenames", ())]
+        _LAST_USER["nodeid"] = users[-1] if users else None
+    return _LAST_USER["nodeid"]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    running = _SHARED.get("running")
+    if running is not None and item.nodeid == _last_user(item.session):
+        del _SHARED["running"]
+        running.close()
 
 
 @pytest.fixture
