@@ -27,10 +27,11 @@ run-smoke: $(STAMP)
 # start they stop (Chromium per test; the PostgreSQL test's own server from the pgserver wheel).
 # pytest's own exit status is make's: failures and "no tests ran" (5) both fail the target.
 # TEST_WORKERS=N runs the suite on N pytest-xdist workers (--dist loadfile keeps a file's tests on one
-# worker and tests/live's shared stack on one: tests/conftest.py). On 2 cores it saved under 10%
-# (1438 s on 4 workers, 1498 s on 2, ~1560 s in one process) while the live stacks' timeouts
-# failed under the load, so the default is one process (0).
-TEST_WORKERS ?= 0
+# worker and tests/live's shared stack on one: tests/conftest.py); 0 runs it in one process. The
+# suite mostly waits (for sensor ticks, servers starting, runs launching): on 2 cores two workers
+# took 597 s where one process took 1144 s (2026-12-05, since the shared live stack stops after
+# its last test), so the default is 2.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	eval "$$(bash scripts/test-services.sh)"; $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not bench and not scale"
 
